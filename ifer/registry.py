@@ -1,0 +1,191 @@
+"""Model registry and known-weights registry.
+
+Models register an entrypoint with ``@register_model`` (as in timm) and are built with
+``ifer.create_model(name, **kwargs)``::
+
+    python -c "import ifer; print(ifer.list_models()); m = ifer.create_model('asit_tiny')"
+
+Pretrained assets never download: each is a file the user passes, checked against the sha256 in
+``KNOWN_WEIGHTS`` when one is recorded, with an error that names the file and where to get it.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+_MODEL_ENTRYPOINTS: dict[str, Callable] = {}
+_MODEL_FAMILY: dict[str, str] = {}
+
+
+def register_model(fn: Callable | None = None, *, family: str | None = None):
+    """Register ``fn`` under its function name. Usable as ``@register_model`` or ``@register_model(family=...)``."""
+
+    def _register(f: Callable) -> Callable:
+        name = f.__name__
+        if name in _MODEL_ENTRYPOINTS and _MODEL_ENTRYPOINTS[name] is not f:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODEL_ENTRYPOINTS[name] = f
+        _MODEL_FAMILY[name] = family or f.__module__.rsplit(".", 1)[-1]
+        return f
+
+    return _register(fn) if fn is not None else _register
+
+
+def _ensure_models_imported() -> None:
+    # Importing the package runs every @register_model decorator exactly once.
+    import ifer.models  # noqa: F401
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (and ``family``), sorted."""
+    _ensure_models_imported()
+    names = [n for n in _MODEL_ENTRYPOINTS if fnmatch.fnmatch(n, pattern)]
+    if family is not None:
+        names = [n for n in names if _MODEL_FAMILY[n] == family]
+    return sorted(names)
+
+
+def is_model(name: str) -> bool:
+    _ensure_models_imported()
+    return name in _MODEL_ENTRYPOINTS
+
+
+def create_model(name: str, checkpoint_path: str | Path | None = None, **kwargs):
+    """Build a registered model; optionally load a checkpoint strictly (see ``ifer.models.loading``)."""
+    _ensure_models_imported()
+    if name not in _MODEL_ENTRYPOINTS:
+        close = fnmatch.filter(_MODEL_ENTRYPOINTS, f"*{name.split('_')[0]}*")
+        raise KeyError(f"unknown model {name!r}; registered: {sorted(_MODEL_ENTRYPOINTS)}"
+                       + (f" (did you mean one of {sorted(close)}?)" if close else ""))
+    model = _MODEL_ENTRYPOINTS[name](**kwargs)
+    if checkpoint_path is not None:
+        from ifer.models.loading import load_checkpoint_into
+
+        load_checkpoint_into(model, checkpoint_path)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Known weights: every pretrained asset the suite can use, with where it comes from.
+
+
+@dataclass(frozen=True)
+class KnownWeights:
+    """One pretrained asset. ``sha256`` is None where no canonical file hash is published."""
+
+    name: str
+    filename: str
+    source: str
+    used_by: str
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    input_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    notes: str = ""
+    licence: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+KNOWN_WEIGHTS: dict[str, KnownWeights] = {
+    w.name: w
+    for w in [
+        KnownWeights(
+            name="stylegan2_ffhq_256_rosinality",
+            filename="550000.pt",
+            source="rosinality/stylegan2-pytorch README, 'Pretrained Checkpoints' (FFHQ 256 px, 550k iterations)",
+            used_by="ASIT decoder (asit_base); loaded from the 'g_ema' entry",
+            input_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+            notes="The official IFER README links a 1024-px checkpoint; it does NOT fit the 256-px generator.",
+            licence="NVIDIA Source Code License (StyleGAN2 weights)",
+        ),
+        KnownWeights(
+            name="asit_ffhq_official",
+            filename="best_model.pt",
+            source="Talented-Q/IFER-master README (Baidu Pan, code 'asit')",
+            used_by="asit_base encoder/decoder ('state_dict' with encoder.* / decoder.*, plus 'latent_avg')",
+            input_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        ),
+        KnownWeights(
+            name="ifer_rafdb_official",
+            filename="model_best.pth.tar",
+            source="Talented-Q/IFER-master README (Baidu Pan, code 'ifer')",
+            used_by="ifer_base (timm CheckpointSaver file, 'state_dict' with feature_model.* / conv.* / style_conv.* / head.*)",
+            input_size=256,
+        ),
+        KnownWeights(
+            name="arcface_ir_se50",
+            filename="model_ir_se50.pth",
+            source="TreB1eN/InsightFace_Pytorch (pSp README link)",
+            used_by="ID loss and ID-similarity metric (IR-SE50, 112x112 input)",
+            input_size=112,
+        ),
+        KnownWeights(
+            name="curricularface_ir101",
+            filename="CurricularFace_Backbone.pth",
+            source="HuangYG123/CurricularFace (pSp README link)",
+            used_by="ID-similarity metric as in the official calc_id_loss_parallel.py",
+            input_size=112,
+        ),
+        KnownWeights(
+            name="torchvision_alexnet",
+            filename="alexnet-owt-7be5be79.pth",
+            source="torchvision ImageNet AlexNet (download.pytorch.org/models/alexnet-owt-7be5be79.pth)",
+            used_by="LPIPS(alex) backbone; the linear heads ship with the lpips package",
+            sha256_prefix="7be5be79",
+            notes="torchvision names its files by the first 8 hex digits of their sha256; only that prefix is known.",
+        ),
+        KnownWeights(
+            name="fid_inception_v3",
+            filename="weights-inception-2015-12-05-6726825d.pth",
+            source="torch-fidelity release v0.2.0",
+            used_by="FID (torchmetrics FrechetInceptionDistance feature_extractor_weights_path)",
+        ),
+        KnownWeights(
+            name="clip_vit_b16",
+            filename="ViT-B-16.pt",
+            source="OpenAI CLIP ViT-B/16 (open_clip 'ViT-B-16', pretrained='openai')",
+            used_by="KE2NT text encoder (paper setting)",
+        ),
+    ]
+}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A pretrained asset the user must supply is missing; the message says which and where to get it."""
+
+
+def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_sha256(path: str | Path, expected: str | None) -> str:
+    """Return the file's sha256; raise ValueError naming the file if it does not start with ``expected``.
+
+    ``expected`` may be a full digest or a published prefix (torchvision publishes 8 hex digits)."""
+    digest = _sha256(Path(path))
+    if expected and not digest.startswith(expected.lower()):
+        raise ValueError(f"{path}: sha256 {digest} does not match the known value {expected}")
+    return digest
+
+
+def resolve_weights(name: str, path: str | Path | None) -> Path:
+    """Return the user's file for known asset ``name``, or raise MissingWeightsError saying what to do."""
+    if name not in KNOWN_WEIGHTS:
+        raise KeyError(f"unknown weights {name!r}; known: {sorted(KNOWN_WEIGHTS)}")
+    w = KNOWN_WEIGHTS[name]
+    if path is None or not Path(path).is_file():
+        where = f"the path given ({path})" if path is not None else "no path was given"
+        raise MissingWeightsError(
+            f"missing pretrained weights {name!r} ({w.filename}): {where}. Obtain it from {w.source} and pass "
+            f"its path; nothing is downloaded at run time. Used by: {w.used_by}.")
+    if w.sha256 or w.sha256_prefix:
+        check_sha256(path, w.sha256 or w.sha256_prefix)
+    return Path(path)

@@ -1,0 +1,222 @@
+"""ASIT training: alternating discriminator and encoder (generator) steps, as in the released coach.py.
+
+Per iteration (training/coach.py):
+  D step  - encoder in eval mode; x̂ = ASIT(x) without grad; source features of the decoder for random z;
+            L_D = MSE(D(x, x), +1) + MSE(D(x̂, x), -1).
+  G step  - encoder in train mode (DropPath active); x̂, encoder features t_fea;
+            L = 1.0 L2 + 0.8 LPIPS(alex) + 0.1 ID + 1e-4 L_adv + 0.01 L_dist.
+Quirks (``ifer/models/quirks.py``) choose between the released behaviour (no-grad adversarial term,
+2-sample distribution loss, EMA key update inside every D forward) and the described one.
+
+Randomness is a function of (seed, step), so resuming from ``last.pt`` reproduces an uninterrupted run.
+
+    python -m ifer.cli train-asit --params params.yaml
+    torchrun --standalone --nproc_per_node=2 -m ifer.cli train-asit --params params.yaml
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from ifer.models.quirks import Quirks, get_quirks
+from ifer.train.checkpoint import check_finite, load_training_state, save_training_state
+from ifer.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_flag
+from ifer.train.logging import RunLogger
+from ifer.train.seeding import ResumableSampler, SeededDataset, derive_seed
+
+
+@dataclass
+class ASITLosses:
+    """The configured loss terms. ``perceptual``/``identity`` are None when their weights are unavailable."""
+
+    lambdas: dict
+    perceptual: torch.nn.Module | None
+    identity: torch.nn.Module | None
+
+    def reconstruction(self, y_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        terms = {"l2": F.mse_loss(y_hat, x)}
+        if self.perceptual is not None and self.lambdas.get("lpips", 0) > 0:
+            terms["lpips"] = self.perceptual(y_hat, x)
+        if self.identity is not None and self.lambdas.get("id", 0) > 0:
+            terms["id"] = self.identity(y_hat, x)
+        total = sum(self.lambdas[k] * v for k, v in terms.items())
+        return total, {k: float(v) for k, v in terms.items()}
+
+
+def build_optimizer(params, name: str, lr: float) -> torch.optim.Optimizer:
+    """Ranger = RAdam + Lookahead (alpha 0.5, k 6) + gradient centralisation, betas (0.95, 0.999), eps 1e-5 (pSp's)."""
+    params = [p for p in params if p.requires_grad]
+    if name == "ranger":
+        from pytorch_optimizer import Ranger
+
+        return Ranger(params, lr=lr, alpha=0.5, k=6, betas=(0.95, 0.999), eps=1e-5, use_gc=True, gc_conv_only=False)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; expected 'ranger' or 'adam'")
+
+
+class _GStep(torch.nn.Module):
+    """The encoder's forward for the G step, wrapped so DDP sees it (gradient all-reduce)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, use_struct: bool):
+        return self.net(x, use_struct=use_struct, randomize_noise=True, return_features=True)
+
+
+def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, train_set: Dataset, val_set: Dataset,
+               cfg, run_dir: str | Path, *, info: DistInfo | None = None, seed: int = 0,
+               quirks: Quirks | str = "as_described", use_struct: bool = True, num_workers: int = 0,
+               resume: bool = True, stop_after_steps: int | None = None, progress: bool = True) -> dict | None:
+    """Train ``net`` (an ``ifer.models.asit.ASIT``) against ``disc``; returns the final validation summary on rank 0.
+
+    ``cfg`` is the ``asit.train`` config section. ``stop_after_steps`` simulates an interruption (for tests).
+    """
+    from ifer.losses.adversarial import discriminator_loss, generator_adversarial_term
+    from ifer.losses.distribution import distribution_loss
+
+    info = info or DistInfo()
+    quirks = get_quirks(quirks)
+    run_dir = Path(run_dir)
+    log = RunLogger(run_dir, info.is_main, progress)
+    device = info.device
+    net.to(device)
+    disc.to(device)
+    g_params = list(net.encoder.parameters()) + (list(net.decoder.parameters()) if net.train_decoder else [])
+    opt_g = build_optimizer(g_params, cfg.optimizer, cfg.lr)
+    opt_d = build_optimizer(disc.parameters(), cfg.optimizer, cfg.get("d_lr", cfg.lr))
+    g_step: torch.nn.Module = _GStep(net)
+    if info.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        g_step = DistributedDataParallel(g_step, device_ids=ids, find_unused_parameters=True)
+
+    seeded_train = SeededDataset(train_set, derive_seed(seed, "augment"))
+    sampler = ResumableSampler(len(train_set), derive_seed(seed, "order"), info.rank, info.world_size)
+    steps_per_epoch = len(sampler)
+    batches_per_epoch = math.ceil(steps_per_epoch / cfg.batch_size)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+
+    step, best, history = 0, math.inf, []
+    if resume and last_path.is_file():
+        state = load_training_state(last_path)
+        net.load_state_dict(state["net"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, best, history = state["step"], state["best"], list(state["history"])
+        log.log("resume", step=step, path=str(last_path))
+
+    style_dim = net.decoder.style_dim
+    bar = log.bar(cfg.steps, "train_asit", initial=step)
+    while step < cfg.steps:
+        epoch, within = divmod(step, batches_per_epoch)
+        seeded_train.set_epoch(epoch)
+        sampler.set_epoch(epoch, start_index=within * cfg.batch_size)
+        loader = DataLoader(seeded_train, batch_size=cfg.batch_size, sampler=sampler, num_workers=num_workers)
+        for batch in loader:
+            if step >= cfg.steps:
+                break
+            if stop_after_steps is not None and step >= stop_after_steps:
+                bar.close()
+                return None
+            x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)
+            torch.manual_seed(derive_seed(seed, "step", step, info.rank))
+            dist_rng = np.random.RandomState(derive_seed(seed, "dist", step, info.rank) % 2**32)
+
+            # --- D step (encoder frozen in eval mode, as coach.py) ---
+            net.eval()
+            disc.train()
+            with torch.no_grad():
+                z = torch.randn(x.shape[0], style_dim, device=device)
+                _, _, s_fea = net.decoder([z], randomize_noise=True, return_features=True)
+                fake = net(x, use_struct=use_struct, randomize_noise=True)
+            loss_d = discriminator_loss(disc(x, x), disc(fake, x))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            _all_reduce_grads(disc, info)
+            opt_d.step()
+            if not quirks.ema_update_every_forward:
+                disc.update_key_network()
+
+            # --- G step (encoder in train mode: DropPath active) ---
+            net.train()
+            if not net.train_decoder:
+                net.decoder.eval()
+            disc.eval()
+            y_hat, t_fea = g_step(x, use_struct)
+            loss_rec, terms = losses.reconstruction(y_hat, x)
+            loss_adv = generator_adversarial_term(disc, y_hat, x, quirks)
+            loss_dist = distribution_loss(s_fea, t_fea, quirks=quirks, rng=dist_rng)
+            lam = losses.lambdas
+            loss = loss_rec + lam["adv"] * loss_adv + lam["dist"] * loss_dist
+            terms.update(adv=float(loss_adv), dist=float(loss_dist), d=float(loss_d))
+            if broadcast_flag(not math.isfinite(float(loss)) or not math.isfinite(float(loss_d)), info):
+                check_finite({"loss": float(loss), **terms}, step, last_path)
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
+            opt_g.step()
+            step += 1
+            bar.update()
+
+            if step % cfg.log_interval == 0:
+                log.log("train", step=step, loss=float(all_reduce_mean(loss.detach().cpu(), info)), **terms)
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+            if step % cfg.val_interval == 0 or step == cfg.steps:
+                if info.is_main:
+                    val = validate_asit(net, losses, val_set, cfg.batch_size, device, use_struct, num_workers)
+                    history.append({"step": step, **val})
+                    log.log("val", step=step, **val)
+                    if val["loss"] < best:
+                        best = val["loss"]
+                        save_training_state(best_path, {"net": net.state_dict(), "step": step, "val": val})
+            if step % cfg.save_interval == 0 or step == cfg.steps:
+                if info.is_main:
+                    save_training_state(last_path, {
+                        "net": net.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                        "opt_d": opt_d.state_dict(), "step": step, "best": best, "history": history})
+                barrier(info)
+    bar.close()
+    if not info.is_main:
+        return None
+    return {"best_val_loss": best, "history": history, "steps": step}
+
+
+def _all_reduce_grads(module: torch.nn.Module, info: DistInfo) -> None:
+    """Average discriminator gradients across ranks (D is small and stepped outside DDP's wrapper)."""
+    if not info.distributed:
+        return
+    import torch.distributed as dist
+
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= info.world_size
+
+
+@torch.no_grad()
+def validate_asit(net, losses: ASITLosses, dataset: Dataset, batch_size: int, device, use_struct: bool,
+                  num_workers: int = 0) -> dict[str, float]:
+    """Validation as coach.calc_loss (l2 + lpips + id, no adversarial/distribution), over every image."""
+    net.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
+    sums, n = {}, 0
+    for batch in loader:
+        x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)
+        y_hat = net(x, use_struct=use_struct, randomize_noise=False)
+        total, terms = losses.reconstruction(y_hat, x)
+        for k, v in {"loss": float(total), **terms}.items():
+            sums[k] = sums.get(k, 0.0) + v * len(x)
+        n += len(x)
+    net.train()
+    return {k: v / n for k, v in sums.items()}

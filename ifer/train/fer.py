@@ -1,0 +1,232 @@
+"""FER training with the released timm-style IFER recipe, for any model with the suite's FER interface.
+
+The interface (``ifer.models``): ``forward(x) -> logits``, ``training_loss(x, target) -> (loss, terms)``
+where ``target`` is class indices or soft targets, ``expression_features(x)``. Optional: an adversary
+with ``adversary_parameters()`` / ``adversary_loss(x, y)`` trained by a second optimizer.
+
+Recipe (scripts/train_ifer.py + configs/ifer.yml): AdamW (no weight decay on 1-D params), cosine
+schedule with linear warmup counted in optimizer updates, RandAugment, random erasing, mixup/cutmix
+with label smoothing, gradient clipping, native AMP. The warmup/cosine length comes from the real
+dataset length unless the ``lr_schedule_imagenet_length`` quirk asks for the released behaviour.
+
+Every random draw is a function of (seed, epoch, step, rank, sample index), so a run resumed from
+``last.pt`` after a kill finishes with exactly the metrics of an uninterrupted run.
+
+    python -m ifer.cli train-fer --params params.yaml --method ifer --seed 0
+    torchrun --standalone --nproc_per_node=2 -m ifer.cli train-fer --params params.yaml --method ifer
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from ifer.eval.classify import predict
+from ifer.models.quirks import Quirks, get_quirks
+from ifer.train.checkpoint import check_finite, load_training_state, save_training_state
+from ifer.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_flag
+from ifer.train.logging import RunLogger
+from ifer.train.seeding import ResumableSampler, SeededDataset, derive_seed
+
+IMAGENET_TRAIN_LEN = 1_281_167  # scripts/train_ifer.py --data_len default
+
+
+class _LossModule(torch.nn.Module):
+    """Routes DDP's forward through ``training_loss`` so gradient all-reduce hooks fire."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, target):
+        return self.model.training_loss(x, target)
+
+
+@dataclass
+class FERRun:
+    run_dir: Path
+    best_epoch: int
+    selection_split: str
+    selection_metric: float
+    test: dict[str, Any]
+    history: list[dict] = field(default_factory=list)
+
+
+def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW through timm (weight decay skipped for 1-D params and biases, as timm's create_optimizer_v2)."""
+    from timm.optim import create_optimizer_v2
+
+    name = cfg.get("optimizer", "adamw")
+    kwargs = {"momentum": cfg.get("momentum", 0.9)} if name in ("sgd", "momentum") else {}
+    return create_optimizer_v2(model, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def schedule_updates_per_epoch(n_train: int, batch_size: int, world_size: int, quirks: Quirks) -> int:
+    """Updates per epoch used by the LR schedule. The released code used ImageNet's length (a bug)."""
+    n = IMAGENET_TRAIN_LEN if quirks.lr_schedule_imagenet_length else n_train
+    return max(1, n // (batch_size * world_size))
+
+
+def build_scheduler(optimizer, cfg, updates_per_epoch: int):
+    from timm.scheduler import CosineLRScheduler
+
+    main_epochs = max(1, cfg.epochs - cfg.get("cooldown_epochs", 0))
+    return CosineLRScheduler(
+        optimizer, t_initial=main_epochs * updates_per_epoch, lr_min=cfg.min_lr,
+        warmup_lr_init=cfg.warmup_lr, warmup_t=cfg.warmup_epochs * updates_per_epoch,
+        cycle_limit=1, t_in_epochs=False,
+    )
+
+
+def build_mixup(cfg, num_classes: int):
+    """timm Mixup/CutMix with label smoothing inside, or None (then plain/smoothed targets)."""
+    if cfg.get("mixup", 0) > 0 or cfg.get("cutmix", 0) > 0:
+        from timm.data import Mixup
+
+        return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=1.0,
+                     switch_prob=cfg.get("mixup_switch_prob", 0.5), mode="batch",
+                     label_smoothing=cfg.get("smoothing", 0.0), num_classes=num_classes)
+    return None
+
+
+def smooth_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    off = smoothing / num_classes
+    return F.one_hot(y, num_classes).float() * (1.0 - smoothing) + off
+
+
+def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test_set: Dataset, cfg, run_dir: str | Path,
+              *, info: DistInfo | None = None, seed: int = 0, quirks: Quirks | str = "as_described",
+              model_selection: str = "val", num_classes: int | None = None, eval_batch_size: int = 64,
+              num_workers: int = 0, resume: bool = True, stop_after_epochs: int | None = None,
+              progress: bool = True) -> FERRun | None:
+    """Train, select the best epoch on ``model_selection`` ('val' by default; 'test' only when asked, and recorded),
+    then score the selected weights on the test set. Returns None when stopped early by ``stop_after_epochs``."""
+    info = info or DistInfo()
+    quirks = get_quirks(quirks)
+    run_dir = Path(run_dir)
+    num_classes = num_classes or model.num_classes
+    if model_selection not in ("val", "test"):
+        raise ValueError(f"model_selection must be 'val' or 'test', got {model_selection!r}")
+    log = RunLogger(run_dir, info.is_main, progress)
+    device = info.device
+    model.to(device)
+    core = model
+    loss_module: torch.nn.Module = _LossModule(model)
+    if info.distributed:
+        loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=True)
+
+    optimizer = build_optimizer(core, cfg)
+    adversary_opt = None
+    if hasattr(core, "adversary_parameters"):
+        adversary_opt = torch.optim.Adam(core.adversary_parameters(), lr=cfg.lr)
+    upe_real = math.ceil(len(train_set) / (cfg.batch_size * info.world_size))
+    scheduler = build_scheduler(optimizer, cfg, schedule_updates_per_epoch(len(train_set), cfg.batch_size, info.world_size, quirks))
+    mixup = build_mixup(cfg, num_classes)
+    use_amp = bool(cfg.get("amp", False))
+    amp_dtype = torch.bfloat16
+
+    seeded_train = SeededDataset(train_set, derive_seed(seed, "augment"))
+    sampler = ResumableSampler(len(train_set), derive_seed(seed, "order"), info.rank, info.world_size)
+    selection_set = val_set if model_selection == "val" else test_set
+
+    start_epoch, step, best, best_epoch, history = 0, 0, -math.inf, -1, []
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume and last_path.is_file():
+        state = load_training_state(last_path)
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if adversary_opt is not None:
+            adversary_opt.load_state_dict(state["adversary_optimizer"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        best, best_epoch, history = state["best"], state["best_epoch"], list(state["history"])
+        log.log("resume", epoch=start_epoch, step=step, path=str(last_path))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after_epochs is not None and epoch >= stop_after_epochs:
+            return None
+        core.train()
+        seeded_train.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        loader = DataLoader(seeded_train, batch_size=cfg.batch_size, sampler=sampler, num_workers=num_workers,
+                            drop_last=False)
+        running, n_batches = {}, 0
+        bar = log.bar(len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
+        for x, y in loader:
+            torch.manual_seed(derive_seed(seed, "step", step, info.rank))
+            np.random.seed(derive_seed(seed, "np-step", step, info.rank) % 2**32)
+            x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device)
+            if mixup is not None and len(x) % 2 == 0:  # timm's batch mixup needs an even batch
+                x, target = mixup(x, y)
+            elif cfg.get("smoothing", 0) > 0:
+                target = smooth_targets(y, num_classes, cfg.smoothing)
+            else:
+                target = y
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss, terms = loss_module(x, target)
+            bad = broadcast_flag(not torch.isfinite(loss.detach()).all().item(), info)
+            if bad:
+                check_finite({"loss": float("nan"), **terms}, step, last_path)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.get("clip_grad"):
+                torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.clip_grad)
+            optimizer.step()
+            if adversary_opt is not None:
+                adversary_opt.zero_grad(set_to_none=True)
+                adv_loss = core.adversary_loss(x.detach(), y)
+                adv_loss.backward()
+                adversary_opt.step()
+                terms = {**terms, "adversary": float(adv_loss)}
+            step += 1
+            scheduler.step_update(num_updates=step)
+            loss_val = float(all_reduce_mean(loss.detach().float().cpu(), info))
+            for k, v in {"loss": loss_val, **terms}.items():
+                running[k] = running.get(k, 0.0) + float(v)
+            n_batches += 1
+            if step % cfg.get("log_interval", 20) == 0:
+                log.log("train", epoch=epoch, step=step, lr=optimizer.param_groups[0]["lr"], loss=loss_val, **terms)
+            bar.set_postfix(loss=f"{loss_val:.3f}")
+            bar.update()
+        bar.close()
+
+        row = {"epoch": epoch, "step": step, **{f"train_{k}": v / max(n_batches, 1) for k, v in running.items()}}
+        if info.is_main:
+            sel = _score(core, selection_set, num_classes, eval_batch_size, device, num_workers)
+            row[f"{model_selection}_accuracy"] = sel["accuracy"]
+            row[f"{model_selection}_mean_class_accuracy"] = sel["mean_class_accuracy"]
+            if sel["accuracy"] > best:
+                best, best_epoch = sel["accuracy"], epoch
+                save_training_state(best_path, {"model": core.state_dict(), "epoch": epoch})
+            history.append(row)
+            log.log("epoch", **row)
+            save_training_state(last_path, {
+                "model": core.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "adversary_optimizer": adversary_opt.state_dict() if adversary_opt is not None else {},
+                "epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch, "history": history,
+                "updates_per_epoch": upe_real,
+            })
+        barrier(info)
+
+    if not info.is_main:
+        return None
+    core.load_state_dict(load_training_state(best_path)["model"])
+    test = _score(core, test_set, num_classes, eval_batch_size, device, num_workers)
+    log.log("test", best_epoch=best_epoch, selection=model_selection, **{k: v for k, v in test.items() if not isinstance(v, list)})
+    return FERRun(run_dir=run_dir, best_epoch=best_epoch, selection_split=model_selection, selection_metric=best,
+                  test=test, history=history)
+
+
+def _score(model, dataset, num_classes, batch_size, device, num_workers) -> dict[str, Any]:
+    from ifer.metrics.fer import fer_metrics
+
+    out = predict(model, dataset, batch_size, device, num_workers)
+    return fer_metrics(out["logits"], out["labels"], num_classes)

@@ -1,0 +1,39 @@
+"""Rank-safe run logging: JSON lines on rank 0, tqdm progress bars on rank 0 only."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+class RunLogger:
+    """Appends one JSON object per event to ``<run_dir>/log.jsonl``; other ranks write nothing."""
+
+    def __init__(self, run_dir: str | Path, is_main: bool = True, progress: bool = True):
+        self.run_dir, self.is_main = Path(run_dir), is_main
+        self.progress = progress and is_main
+        if is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / "log.jsonl"
+        self._t0 = time.time()
+
+    def log(self, kind: str, **fields: Any) -> None:
+        if not self.is_main:
+            return
+        rec = {"kind": kind, "time_s": round(time.time() - self._t0, 3), **fields}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec, default=float) + "\n")
+
+    def bar(self, total: int, desc: str, initial: int = 0):
+        return tqdm(total=total, desc=desc, initial=initial, disable=not self.progress, dynamic_ncols=True, leave=False)
+
+
+def read_log(path: str | Path, kind: str | None = None) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if kind is None or r["kind"] == kind]

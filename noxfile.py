@@ -1,0 +1,96 @@
+"""Sessions: ``nox -l`` lists them; ``nox --usage <name>`` shows one's full help.
+
+All sessions share one project environment, ``.venv`` (created and refreshed here when pyproject.toml
+changes), instead of one environment per session: the CUDA build of torch alone is several GB.
+
+    nox -s reproduce                 # the main job: `dvc repro` of the tiny profile on SynthFER
+    nox -s reproduce -- paper        # the published protocol (needs the real datasets and weights)
+    nox -s tests                     # the test suite (CPU; GPU tests skip without CUDA)
+    nox -s bench                     # pytest-benchmark throughput + paper-level checks
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "none"
+
+ROOT = Path(__file__).parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+# torch comes first and pinned: 2.14.1 / 0.29.1 are the releases this project is tested with.
+TORCH_SPEC = os.environ.get("IFER_TORCH_SPEC", "torch==2.14.1 torchvision==0.29.1").split()
+
+
+def _ensure_env(session: nox.Session) -> None:
+    """Create .venv once; reinstall the project only when pyproject.toml (or the torch spec) changed."""
+    stamp = VENV / ".ifer-install-stamp"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + " ".join(TORCH_SPEC).encode()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == want and PY.is_file():
+        return
+    if not PY.is_file():
+        session.run(sys.executable, "-m", "venv", str(VENV), external=True)
+    pip = [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    session.run(*pip, "--upgrade", "pip", external=True)
+    session.run(*pip, *TORCH_SPEC, external=True)
+    session.run(*pip, "-e", ".[dev]", external=True)
+    stamp.write_text(want)
+
+
+def _env() -> dict[str, str]:
+    return {"PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONHASHSEED": "0"}
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (unit, integration, DDP-on-CPU). Extra args go to pytest, e.g. `-- -m "not slow"`."""
+    _ensure_env(session)
+    args = session.posargs or ["-q", "-m", "not gpu"]
+    session.run(str(PY), "-m", "pytest", "tests", *args, external=True, env=_env())
+
+
+@nox.session
+def tests_gpu(session: nox.Session) -> None:
+    """Run only the CUDA tests (needs a GPU)."""
+    _ensure_env(session)
+    session.run(str(PY), "-m", "pytest", "tests", "benchmark", "-m", "gpu", *session.posargs, external=True, env=_env())
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check over the package, tests, benchmarks and this file."""
+    _ensure_env(session)
+    session.run(str(PY), "-m", "ruff", "check", "ifer", "tests", "benchmark", "noxfile.py", external=True, env=_env())
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """pytest-benchmark: throughput (CPU, and CUDA when present) and paper-level checks; JSON + CSV into results/."""
+    _ensure_env(session)
+    args = session.posargs or []
+    session.run(str(PY), "-m", "pytest", "benchmark", "--benchmark-only", *args, external=True, env=_env())
+
+
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    """The main job: resolve the profile into params.yaml and run `dvc repro` (tiny by default; `-- paper`)."""
+    _ensure_env(session)
+    profile = session.posargs[0] if session.posargs else "tiny"
+    env = _env()
+    session.run(str(PY), "-m", "ifer.cli", "config", "--profile", profile, "--out", "params.yaml", external=True, env=env)
+    if not (ROOT / ".dvc").is_dir():
+        session.run(str(VENV / "bin" / "dvc"), "init", "--quiet", external=True, env=env)
+    session.run(str(VENV / "bin" / "dvc"), "repro", external=True, env=env)
+    session.log(f"tables, plots and provenance are in results/{profile}/")
+
+
+@nox.session
+def data(session: nox.Session) -> None:
+    """Generate SynthFER and verify any real datasets present under datasets/ (`dvc repro data verify`)."""
+    _ensure_env(session)
+    session.run(str(VENV / "bin" / "dvc"), "repro", "data", "verify_datasets", external=True, env=_env())
