@@ -1,0 +1,67 @@
+"""Model registry, known-weights registry and safe, strict checkpoint loading."""
+import argparse
+
+import pytest
+import torch
+
+from ifer.models.loading import CheckpointError, load_state_dict_strict, read_checkpoint, read_state_dict
+from ifer.registry import KNOWN_WEIGHTS, MissingWeightsError, check_sha256, create_model, list_models, resolve_weights
+
+
+def test_registry_lists_and_rejects_unknown():
+    names = list_models()
+    assert names == sorted(names) and len(names) > 5
+    with pytest.raises(KeyError, match="unknown model 'no_such_model'"):
+        create_model("no_such_model")
+
+
+def test_missing_weights_error_names_the_file(tmp_path):
+    with pytest.raises(MissingWeightsError, match="alexnet-owt-7be5be79.pth"):
+        resolve_weights("torchvision_alexnet", tmp_path / "absent.pth")
+    with pytest.raises(MissingWeightsError, match="no path was given"):
+        resolve_weights("arcface_ir_se50", None)
+
+
+def test_sha256_prefix_check(tmp_path):
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"abc")
+    digest = check_sha256(f, None)
+    assert check_sha256(f, digest[:8]) == digest
+    with pytest.raises(ValueError, match="does not match"):
+        check_sha256(f, "00000000")
+    assert KNOWN_WEIGHTS["torchvision_alexnet"].sha256_prefix == "7be5be79"
+
+
+def test_checkpoint_with_namespace_reads_weights_only(tmp_path):
+    lin = torch.nn.Linear(3, 2)
+    path = tmp_path / "timm_style.pth.tar"
+    torch.save({"state_dict": lin.state_dict(), "args": argparse.Namespace(lr=1e-4), "epoch": 3}, path)
+    sd = read_state_dict(path)
+    load_state_dict_strict(torch.nn.Linear(3, 2), sd, source=path)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="evil.pt: cannot read checkpoint"):
+        read_checkpoint(path)
+
+
+def test_strict_load_errors_are_one_line(tmp_path):
+    path = tmp_path / "wrong.pt"
+    torch.save({"weight": torch.zeros(4, 3), "bias": torch.zeros(4)}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_state_dict_strict(torch.nn.Linear(3, 2), read_state_dict(path), source=path)
+    msg = str(e.value)
+    assert "\n" not in msg and "wrong.pt" in msg and "shape mismatch at 'weight'" in msg
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        read_checkpoint(truncated)
+    nan = {"weight": torch.full((2, 3), float("nan")), "bias": torch.zeros(2)}
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_state_dict_strict(torch.nn.Linear(3, 2), nan, source="nan.pt")
