@@ -130,6 +130,7 @@ def load_config(profile: str | None = None, files: Iterable[str | Path] = (), ov
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     cfg = _packaged("default.yaml")
+    cfg.pop("_recipe", None)  # only a YAML anchor for the per-method recipes
     cfg = merge(cfg, _packaged(f"profiles/{profile}.yaml"), f"profile {profile}")
     for source, layer in file_layers:
         cfg = merge(cfg, layer, source)

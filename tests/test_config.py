@@ -9,7 +9,7 @@ def test_profiles_resolve_and_differ():
     tiny, paper = load_config("tiny"), load_config("paper")
     assert tiny.profile == "tiny" and paper.profile == "paper"
     assert tiny.asit.model == "asit_tiny" and paper.asit.model == "asit_base"
-    assert paper.ifer.train.epochs == 320 and paper.ifer.train.lr == pytest.approx(1e-4)
+    assert paper.fer_methods.ifer.train.epochs == 320 and paper.fer_methods.ifer.train.lr == pytest.approx(1e-4)
     # the published loss weights are the defaults and survive the paper profile untouched
     assert paper.asit.lambdas.to_dict() == {"l2": 1.0, "lpips": 0.8, "id": 0.1, "adv": 1e-4, "dist": 0.01}
 
@@ -38,7 +38,7 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
 
 
 def test_save_resolved_roundtrip(tmp_path):
-    cfg = load_config("tiny", overrides=["ifer.train.epochs=3"])
+    cfg = load_config("tiny", overrides=["fer_methods.ifer.train.epochs=3"])
     path = save_resolved(cfg, tmp_path / "config.yaml")
     again = load_config(files=[path])
     assert again.to_dict() == cfg.to_dict()
