@@ -71,9 +71,9 @@ def build_asit(cfg: Config, for_training: bool = True):
                        start_from_latent_avg=a.start_from_latent_avg)
     if not a.train_decoder:
         net.load_decoder(resolve_weights("stylegan2_ffhq_256_rosinality", a.stylegan_weights))
-    if for_training and net.latent_avg_is_unset():
-        net.compute_latent_avg(a.latent_avg_samples, generator=torch.Generator().manual_seed(cfg.seed))
-    disc = create_model(a.discriminator, mode=a.mode) if for_training else None
+    if net.latent_avg is None:
+        net.init_latent_avg(a.latent_avg_samples, seed=cfg.seed)
+    disc = create_model(a.discriminator, quirks=a.mode) if for_training else None
     perceptual = identity = None
     if for_training and a.lambdas.lpips > 0 and a.perceptual != "none":
         from ifer.losses.reconstruction import build_perceptual_loss
@@ -105,7 +105,7 @@ def stage_train_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_afte
     if info.is_main and summary is not None:
         best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(best["net"])
-        net.save_official(out / "asit_best.pt", opts={"profile": cfg.profile, "model": cfg.asit.model, "step": best["step"]})
+        net.save_checkpoint(out / "asit_best.pt", opts={"profile": cfg.profile, "model": cfg.asit.model, "step": best["step"]})
         write_json(out / "summary.json", summary)
     return summary
 

@@ -109,6 +109,8 @@ def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, 
     if resume and last_path.is_file():
         state = load_training_state(last_path)
         net.load_state_dict(state["net"])
+        if state.get("latent_avg") is not None:
+            net.set_latent_avg(state["latent_avg"])
         disc.load_state_dict(state["disc"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -152,7 +154,7 @@ def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, 
             if not net.train_decoder:
                 net.decoder.eval()
             disc.eval()
-            y_hat, t_fea = g_step(x, use_struct)
+            y_hat, _, t_fea = g_step(x, use_struct)
             loss_rec, terms = losses.reconstruction(y_hat, x)
             loss_adv = generator_adversarial_term(disc, y_hat, x, quirks)
             loss_dist = distribution_loss(s_fea, t_fea, quirks=quirks, rng=dist_rng)
@@ -183,7 +185,8 @@ def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, 
             if step % cfg.save_interval == 0 or step == cfg.steps:
                 if info.is_main:
                     save_training_state(last_path, {
-                        "net": net.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                        "net": net.state_dict(), "latent_avg": net.latent_avg, "disc": disc.state_dict(),
+                        "opt_g": opt_g.state_dict(),
                         "opt_d": opt_d.state_dict(), "step": step, "best": best, "history": history})
                 barrier(info)
     bar.close()

@@ -46,7 +46,9 @@ class _LossModule(torch.nn.Module):
         self.model = model
 
     def forward(self, x, target):
-        return self.model.training_loss(x, target)
+        out = self.model.training_loss(x, target)
+        # models may return the loss alone or (loss, {term: float}) for logging
+        return out if isinstance(out, tuple) else (out, {})
 
 
 @dataclass

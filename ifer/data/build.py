@@ -1,0 +1,169 @@
+"""From a resolved config to datasets: the glue the pipeline stages use (one place for transforms per stage).
+
+    python -c "from ifer.config import load_config; from ifer.data.build import fer_datasets; \
+cfg = load_config('tiny'); s = fer_datasets(cfg, 'synthfer', cfg.fer_methods.ifer.train); print(len(s.train), s.protocol)"
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from ifer.data import open_dataset
+from ifer.data.common import RecordDataset
+from ifer.data.labels import class_names
+from ifer.data.synthfer import SynthFERConfig, generate_synthfer
+from ifer.data.transforms import eval_transform, train_transform
+
+log = logging.getLogger(__name__)
+
+# Config dataset names -> (adapter name, adapter kwargs)
+FER_DATASETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "synthfer": ("synthfer", {}),
+    "rafdb": ("rafdb", {}),
+    "sfew": ("sfew", {}),
+    "affectnet7": ("affectnet", {"num_classes": 7}),
+    "affectnet8": ("affectnet", {"num_classes": 8}),
+    "ferplus": ("ferplus", {}),
+}
+
+
+def dataset_root(cfg, name: str) -> Path:
+    return Path(cfg.paths.datasets) / FER_DATASETS.get(name, (name, {}))[0]
+
+
+def generate_configured_synthfer(cfg) -> dict:
+    """Generate SynthFER as configured in ``data.synthfer`` into ``<paths.datasets>/synthfer``."""
+    return generate_synthfer(Path(cfg.paths.datasets) / "synthfer", SynthFERConfig(**cfg.data.synthfer.to_dict()))
+
+
+# ---------------------------------------------------------------------------------------------- inversion
+class _Named(Dataset):
+    """(image, file-stem) pairs so inversions are saved and matched by file name."""
+
+    def __init__(self, ds: RecordDataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        x, _ = self.ds[i]
+        return x, self.ds.records[i].path.stem
+
+
+def inversion_datasets(cfg, with_names: bool = False) -> tuple[Dataset, Dataset, Dataset]:
+    """(train, val, test) image sets for ASIT. SynthFER: its identity-disjoint splits; real data: FFHQ
+    (train, with a 1% held-out val) and CelebA-HQ test. Images in [-1, 1] at the model's resolution;
+    training adds the released horizontal flip."""
+    res = cfg.asit.img_size
+    train_name, test_name = cfg.data.inversion.train, cfg.data.inversion.test
+    root = Path(cfg.paths.datasets)
+    if train_name == "synthfer":
+        train = open_dataset("synthfer", root / "synthfer", "train", transform=train_transform(res))
+        val = open_dataset("synthfer", root / "synthfer", "val", transform=eval_transform(res))
+    else:
+        full = open_dataset(train_name, root / train_name, "train", transform=train_transform(res))
+        g = torch.Generator().manual_seed(cfg.seed)
+        order = torch.randperm(len(full), generator=g).tolist()
+        n_val = max(1, len(full) // 100)
+        val = torch.utils.data.Subset(open_dataset(train_name, root / train_name, "train", transform=eval_transform(res)),
+                                      order[:n_val])
+        train = torch.utils.data.Subset(full, order[n_val:])
+    test = open_dataset(test_name, root / test_name, "test", transform=eval_transform(res))
+    if with_names:
+        test = _Named(test)
+    return train, val, test
+
+
+def mean_image(dataset: Dataset, limit: int = 2000) -> torch.Tensor:
+    """Mean of (up to ``limit``) training images: the trivial reconstruction every inversion must beat."""
+    n = min(len(dataset), limit)
+    total = None
+    for i in range(n):
+        x = dataset[i][0]
+        total = x.clone() if total is None else total + x
+    return total / n
+
+
+def save_png(img: torch.Tensor, path: Path) -> None:
+    """Save a (3,H,W) image in [-1, 1] losslessly as 8-bit PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(arr).save(path)
+
+
+def load_png(path: Path) -> torch.Tensor:
+    arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+
+
+# ---------------------------------------------------------------------------------------------- FER
+@dataclass
+class FERSplits:
+    train: Dataset | None
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    class_names: tuple[str, ...]
+    protocol: dict
+    identities: list[int] | None  # test-split identities (SynthFER only) for the identity probe
+
+
+def fer_train_transform(recipe) -> T.Compose:
+    """The timm training pipeline of the recipe: RandomResizedCrop, flip, RandAugment, random erasing."""
+    from timm.data import create_transform
+
+    return create_transform(
+        input_size=recipe.img_size, is_training=True, scale=tuple(recipe.scale), hflip=recipe.hflip,
+        auto_augment=recipe.auto_augment or None, re_prob=recipe.reprob, re_mode="pixel", interpolation="random",
+        mean=tuple(recipe.mean), std=tuple(recipe.std),
+    )
+
+
+def fer_eval_transform(recipe) -> T.Compose:
+    from timm.data import create_transform
+
+    return create_transform(input_size=recipe.img_size, is_training=False, crop_pct=recipe.crop_pct,
+                            interpolation="bicubic", mean=tuple(recipe.mean), std=tuple(recipe.std))
+
+
+def fer_datasets(cfg, name: str, recipe, eval_only: bool = False) -> FERSplits:
+    """train / val / test for FER dataset ``name`` with the suite's split policy (``data.fer.model_selection``)."""
+    if name not in FER_DATASETS:
+        raise ValueError(f"unknown FER dataset {name!r}; known: {sorted(FER_DATASETS)}")
+    adapter, kwargs = FER_DATASETS[name]
+    root = dataset_root(cfg, name)
+    ev = fer_eval_transform(recipe)
+    if adapter != "synthfer":
+        kwargs = {**kwargs, "model_selection": cfg.data.fer.model_selection, "val_fraction": cfg.data.fer.val_fraction,
+                  "seed": cfg.seed}
+    train = None if eval_only else open_dataset(adapter, root, "train", transform=fer_train_transform(recipe), **kwargs)
+    val = open_dataset(adapter, root, "val", transform=ev, **kwargs)
+    test = open_dataset(adapter, root, "test", transform=ev, **kwargs)
+    num_classes = int(test.protocol.get("num_classes", 7))
+    protocol = dict(test.protocol)
+    if adapter == "synthfer" and cfg.data.fer.model_selection == "test":
+        val = test
+        protocol["model_selection"] = "test"
+        protocol["selection_policy"] = "selection on the test split (explicitly requested)"
+    identities = list(test.identities) if hasattr(test, "identities") else None
+    return FERSplits(train, val, test, num_classes, class_names(num_classes), protocol, identities)
+
+
+def dataset_fingerprints(cfg) -> dict:
+    """Fingerprints of every dataset the config uses (SynthFER: the manifest digest; real: verify report)."""
+    from ifer.data.verify import verify_datasets
+
+    names = sorted({FER_DATASETS.get(n, (n, {}))[0] for n in [*cfg.data.fer.datasets, cfg.data.inversion.train,
+                                                               cfg.data.inversion.test]})
+    report = verify_datasets(cfg.paths.datasets, names)
+    return {n: {k: v for k, v in report["datasets"][n].items() if k in ("status", "digest", "count", "problems")}
+            for n in names}
