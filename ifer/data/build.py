@@ -36,12 +36,15 @@ FER_DATASETS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def dataset_root(cfg, name: str) -> Path:
-    return Path(cfg.paths.datasets) / FER_DATASETS.get(name, (name, {}))[0]
+    """SynthFER lives at ``data.synthfer.out``; licensed datasets under ``paths.datasets/<adapter>``."""
+    adapter = FER_DATASETS.get(name, (name, {}))[0]
+    return Path(cfg.data.synthfer.out) if adapter == "synthfer" else Path(cfg.paths.datasets) / adapter
 
 
 def generate_configured_synthfer(cfg) -> dict:
     """Generate SynthFER as configured in ``data.synthfer`` into ``<paths.datasets>/synthfer``."""
-    return generate_synthfer(Path(cfg.paths.datasets) / "synthfer", SynthFERConfig(**cfg.data.synthfer.to_dict()))
+    params = {k: v for k, v in cfg.data.synthfer.to_dict().items() if k != "out"}
+    return generate_synthfer(Path(cfg.data.synthfer.out), SynthFERConfig(**params))
 
 
 # ---------------------------------------------------------------------------------------------- inversion
@@ -65,11 +68,12 @@ def inversion_datasets(cfg, with_names: bool = False) -> tuple[Dataset, Dataset,
     training adds the released horizontal flip."""
     res = cfg.asit.img_size
     train_name, test_name = cfg.data.inversion.train, cfg.data.inversion.test
-    root = Path(cfg.paths.datasets)
     if train_name == "synthfer":
-        train = open_dataset("synthfer", root / "synthfer", "train", transform=train_transform(res))
-        val = open_dataset("synthfer", root / "synthfer", "val", transform=eval_transform(res))
+        root = dataset_root(cfg, "synthfer")
+        train = open_dataset("synthfer", root, "train", transform=train_transform(res))
+        val = open_dataset("synthfer", root, "val", transform=eval_transform(res))
     else:
+        root = Path(cfg.paths.datasets)
         full = open_dataset(train_name, root / train_name, "train", transform=train_transform(res))
         g = torch.Generator().manual_seed(cfg.seed)
         order = torch.randperm(len(full), generator=g).tolist()
@@ -77,7 +81,7 @@ def inversion_datasets(cfg, with_names: bool = False) -> tuple[Dataset, Dataset,
         val = torch.utils.data.Subset(open_dataset(train_name, root / train_name, "train", transform=eval_transform(res)),
                                       order[:n_val])
         train = torch.utils.data.Subset(full, order[n_val:])
-    test = open_dataset(test_name, root / test_name, "test", transform=eval_transform(res))
+    test = open_dataset(test_name, dataset_root(cfg, test_name), "test", transform=eval_transform(res))
     if with_names:
         test = _Named(test)
     return train, val, test
@@ -164,6 +168,6 @@ def dataset_fingerprints(cfg) -> dict:
 
     names = sorted({FER_DATASETS.get(n, (n, {}))[0] for n in [*cfg.data.fer.datasets, cfg.data.inversion.train,
                                                                cfg.data.inversion.test]})
-    report = verify_datasets(cfg.paths.datasets, names)
+    report = verify_datasets(cfg.paths.datasets, names, synthfer_root=cfg.data.synthfer.out)
     return {n: {k: v for k, v in report["datasets"][n].items() if k in ("status", "digest", "count", "problems")}
             for n in names}

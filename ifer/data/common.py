@@ -1,0 +1,395 @@
+"""Shared pieces of every dataset adapter: error types, image checks, the record dataset, splits, loaders.
+
+Bad input never disappears silently: each problem raises a specific :class:`DataError` subclass whose
+message names the dataset, the path and the first offending entries, or -- when the caller opts in with
+``"skip"`` -- is logged and counted in the dataset's ``protocol["skipped"]``::
+
+    python -c "from ifer.data.common import stratified_split; print(stratified_split([0,0,1,1,1,0,1,0,0,1], 0.2, 0))"
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger("ifer.data")
+
+OnBad = Literal["error", "skip"]
+ModelSelection = Literal["val", "test"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+UNLABELED = -1  # target returned by image-only datasets (FFHQ, CelebA-HQ)
+
+
+class DataError(Exception):
+    """Base class of every data problem the adapters report."""
+
+
+class DatasetNotFoundError(DataError):
+    """The dataset root, or a file the layout requires, does not exist."""
+
+
+class BadImageError(DataError):
+    """An image is unreadable, truncated or not an image."""
+
+
+class LabelFileError(DataError):
+    """A label file is malformed: unknown classes, missing entries, images without labels."""
+
+
+class DuplicateFileError(DataError):
+    """The same file name is listed twice, or two files have identical content."""
+
+
+def format_entries(entries: Sequence[object], first: int = 5) -> str:
+    """``'a, b, c (+7 more, 10 in all)'`` -- enough to find the problem without flooding the terminal."""
+    shown = ", ".join(str(e) for e in entries[:first])
+    rest = len(entries) - first
+    return f"{shown} (+{rest} more, {len(entries)} in all)" if rest > 0 else f"{shown} ({len(entries)} in all)"
+
+
+def require_path(dataset: str, path: Path, what: str = "dataset root") -> Path:
+    """Return ``path`` or raise :class:`DatasetNotFoundError` naming the dataset and what was expected."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetNotFoundError(f"[{dataset}] {what} not found: {path}. See docs/data.md for the expected layout.")
+    return path
+
+
+def check_image(path: Path) -> None:
+    """Raise :class:`BadImageError` unless ``path`` is a complete, decodable image.
+
+    ``verify()`` catches corrupt headers/CRCs; a full ``load()`` catches truncated pixel data, which
+    ``verify()`` alone misses for JPEGs.
+    """
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            im.load()
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError...)
+        raise BadImageError(f"unreadable or truncated image {path}: {exc}") from exc
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class SkipLog:
+    """Counts of entries dropped under an opt-in ``"skip"`` policy; logged and kept in ``protocol``."""
+
+    dataset: str
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, kind: str, entries: Sequence[object]) -> None:
+        if not entries:
+            return
+        self.counts[kind] = self.counts.get(kind, 0) + len(entries)
+        self.examples.setdefault(kind, []).extend(str(e) for e in entries[:5])
+        log.warning("[%s] skipping %d entries (%s): %s", self.dataset, len(entries), kind, format_entries(entries))
+
+
+def report_bad(
+    dataset: str,
+    kind: str,
+    entries: Sequence[object],
+    policy: OnBad,
+    skips: SkipLog,
+    error: type[DataError],
+    where: Path | str,
+) -> None:
+    """Raise ``error`` for ``entries`` under policy ``"error"``; record them in ``skips`` under ``"skip"``."""
+    if not entries:
+        return
+    if policy == "error":
+        raise error(
+            f"[{dataset}] {kind} in {where}: {format_entries(entries)}. "
+            f"Fix the data, or pass the matching on_bad_*='skip' to drop them with a logged count."
+        )
+    if policy != "skip":
+        raise ValueError(f"policy must be 'error' or 'skip', got {policy!r}")
+    skips.skip(kind, entries)
+
+
+def duplicates(items: Iterable[str]) -> list[str]:
+    """Items that occur more than once, in first-seen order."""
+    counts = Counter(items)
+    return [k for k, n in counts.items() if n > 1]
+
+
+def content_duplicates(paths: Sequence[Path]) -> list[tuple[Path, ...]]:
+    """Groups of files with identical bytes (sha256), for ``validate(check_content=True)``."""
+    by_hash: dict[str, list[Path]] = defaultdict(list)
+    for p in paths:
+        by_hash[sha256_file(p)].append(p)
+    return [tuple(g) for g in by_hash.values() if len(g) > 1]
+
+
+def list_images(folder: Path, recursive: bool = True) -> list[Path]:
+    """Image files under ``folder`` (sorted, so every run sees the same order)."""
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One sample: an image path, its canonical label (``UNLABELED`` for image-only data) and metadata."""
+
+    path: Path
+    label: int
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+class RecordDataset(Dataset):
+    """A list of :class:`Record` s served as ``(image, label)`` or ``(image, label, meta)``.
+
+    Images are checked when first read; ``validate()`` scans everything up front. With
+    ``on_bad_image="skip"`` the scan runs at construction so bad files are dropped (and counted)
+    before any index is handed out -- a lazy skip would silently change the epoch.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        records: Sequence[Record],
+        transform: Callable | None = None,
+        return_meta: bool = False,
+        on_bad_image: OnBad = "error",
+        protocol: dict[str, Any] | None = None,
+        skips: SkipLog | None = None,
+    ) -> None:
+        self.name = name
+        self.records = list(records)
+        self.transform = transform
+        self.return_meta = return_meta
+        self.on_bad_image = on_bad_image
+        self.skips = skips or SkipLog(name)
+        self.protocol: dict[str, Any] = dict(protocol or {})
+        if on_bad_image == "skip":
+            self.validate()
+        self._sync_protocol()
+
+    def _sync_protocol(self) -> None:
+        self.protocol["num_samples"] = len(self.records)
+        self.protocol["skipped"] = dict(self.skips.counts)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    def load_image(self, index: int) -> Image.Image:
+        path = self.records[index].path
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except Exception as exc:
+            raise BadImageError(f"[{self.name}] unreadable or truncated image {path}: {exc}") from exc
+
+    def __getitem__(self, index: int):
+        rec = self.records[index]
+        img = self.load_image(index)
+        x = self.transform(img) if self.transform is not None else img
+        if self.return_meta:
+            return x, rec.label, dict(rec.meta, path=str(rec.path))
+        return x, rec.label
+
+    def validate(self, check_content: bool = False) -> RecordDataset:
+        """Decode every image; optionally find byte-identical duplicates. Applies ``on_bad_image``."""
+        bad: dict[Path, str] = {}
+        for rec in self.records:
+            try:
+                check_image(rec.path)
+            except BadImageError as exc:
+                bad[rec.path] = f"{rec.path} ({exc.__cause__})"
+        report_bad(self.name, "unreadable or truncated images", list(bad.values()), self.on_bad_image,
+                   self.skips, BadImageError, "image files")
+        self.records = [r for r in self.records if r.path not in bad]
+        if check_content:
+            groups = content_duplicates([r.path for r in self.records])
+            if groups:
+                raise DuplicateFileError(
+                    f"[{self.name}] files with identical content: "
+                    f"{format_entries([' == '.join(str(p) for p in g) for g in groups])}"
+                )
+        self._sync_protocol()
+        return self
+
+
+def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic stratified split of indices into ``(keep, held_out)``; ``held_out`` ~ ``fraction``.
+
+    Each class contributes ``round(fraction * n_class)`` samples (at least one when it has two or more),
+    so rare classes (RAF-DB fear) still appear in the validation split.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, y in enumerate(labels):
+        by_class[int(y)].append(i)
+    held: list[int] = []
+    for y in sorted(by_class):
+        idx = np.array(by_class[y])
+        rng.shuffle(idx)
+        k = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        held.extend(idx[:k].tolist())
+    held_set = set(held)
+    keep = [i for i in range(len(labels)) if i not in held_set]
+    return keep, sorted(held)
+
+
+def build_splits(
+    name: str,
+    train: Sequence[Record],
+    test: Sequence[Record],
+    model_selection: ModelSelection = "val",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> tuple[dict[str, list[Record]], dict[str, Any]]:
+    """The suite's split policy for datasets that ship train + test only.
+
+    ``model_selection="val"`` (default): a seeded, stratified ``val_fraction`` of *train* is held out for
+    model selection and the test split is touched once. ``"test"`` reproduces the common (inflating)
+    practice of selecting on the test set: the val split *is* the test split, and the choice is recorded.
+    """
+    if model_selection == "val":
+        keep, held = stratified_split([r.label for r in train], val_fraction, seed)
+        splits = {"train": [train[i] for i in keep], "val": [train[i] for i in held], "test": list(test)}
+        policy = f"held-out {val_fraction:.0%} of train (stratified, seed {seed}); test used once"
+    elif model_selection == "test":
+        log.warning("[%s] model selection on the TEST split was requested; this is recorded in protocol", name)
+        splits = {"train": list(train), "val": list(test), "test": list(test)}
+        policy = "selection on the test split (explicitly requested; inflates reported accuracy)"
+    else:
+        raise ValueError(f"model_selection must be 'val' or 'test', got {model_selection!r}")
+    info = {
+        "model_selection": model_selection,
+        "selection_policy": policy,
+        "val_fraction": val_fraction if model_selection == "val" else None,
+        "split_seed": seed,
+        "split_sizes": {k: len(v) for k, v in splits.items()},
+    }
+    return splits, info
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    drop_last_train: bool = False,
+    **kwargs: Any,
+) -> DataLoader:
+    """A DataLoader with the suite's rules: shuffled (seeded) for training; evaluation never drops samples.
+
+    ``drop_last`` is only ever honoured for training, so every evaluation sees every sample.
+    """
+    if "drop_last" in kwargs or "shuffle" in kwargs:
+        raise TypeError("make_loader sets shuffle/drop_last from `train`; use drop_last_train for training")
+    generator = torch.Generator().manual_seed(seed) if train else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=bool(train and drop_last_train),
+        num_workers=num_workers,
+        generator=generator,
+        **kwargs,
+    )
+
+
+def reconcile_labels(
+    dataset: str,
+    where: Path | str,
+    entries: Sequence[tuple[str, Any]],
+    label_map: Any,
+    num_classes: int,
+    on_disk: set[str] | None,
+    on_bad_label: OnBad,
+    skips: SkipLog,
+    check_unlabelled: bool = True,
+) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """Check ``(file, native_label)`` entries against a label map and the files on disk.
+
+    Returns ``(kept, excluded)``: ``kept`` are ``(file, canonical_index)``; ``excluded`` counts entries
+    whose label is *known* but outside the protocol (AffectNet none/uncertain/non-face, contempt in a
+    7-class protocol) -- an explicit, counted exclusion, not an error. Unknown labels, files listed twice,
+    and (when ``on_disk`` is given) entries whose image is missing and images without a label
+    (``check_unlabelled``) are errors, or logged skips under ``on_bad_label="skip"``.
+    """
+    names = [f for f, _ in entries]
+    dup = duplicates(names)
+    report_bad(dataset, "files listed more than once", dup, on_bad_label, skips, DuplicateFileError, where)
+    seen: set[str] = set()
+    unique = []
+    for f, y in entries:  # under "skip", the first listing wins
+        if f not in seen:
+            seen.add(f)
+            unique.append((f, y))
+    unknown = [f"{f}={y!r}" for f, y in unique if not label_map.is_known(y)]
+    report_bad(dataset, "unknown class labels", unknown, on_bad_label, skips, LabelFileError, where)
+    known = [(f, y) for f, y in unique if label_map.is_known(y)]
+    if on_disk is not None:
+        missing = [f for f, _ in known if f not in on_disk]
+        report_bad(dataset, "label entries whose image is missing", missing, on_bad_label, skips, LabelFileError, where)
+        unlabelled = sorted(on_disk - seen) if check_unlabelled else []
+        report_bad(dataset, "images without a label", unlabelled, on_bad_label, skips, LabelFileError, where)
+        known = [(f, y) for f, y in known if f in on_disk]
+    kept: list[tuple[str, int]] = []
+    excluded: Counter[str] = Counter()
+    for f, y in known:
+        idx = label_map.to_index(y, num_classes)
+        if idx is None:
+            reason = label_map.excluded.get(y) or label_map.native_to_name[y]
+            excluded[str(reason)] += 1
+        else:
+            kept.append((f, idx))
+    if excluded:
+        log.info("[%s] excluded by protocol (%d classes): %s", dataset, num_classes, dict(excluded))
+    return kept, dict(excluded)
+
+
+def select_split(
+    name: str,
+    split: str,
+    train: Sequence[Record],
+    test: Sequence[Record],
+    model_selection: ModelSelection,
+    val_fraction: float,
+    seed: int,
+    val: Sequence[Record] | None = None,
+) -> tuple[list[Record], dict[str, Any]]:
+    """Records of ``split`` (train/val/test) under the split policy, plus the protocol fields describing it.
+
+    ``val`` is an official validation split when the dataset has one (FERPlus); otherwise val is held
+    out of train by :func:`build_splits`.
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"[{name}] split must be 'train', 'val' or 'test', got {split!r}")
+    if val is not None and model_selection == "val":
+        splits = {"train": list(train), "val": list(val), "test": list(test)}
+        info = {"model_selection": "val", "selection_policy": "official validation split; test used once",
+                "val_fraction": None, "split_seed": None, "split_sizes": {k: len(v) for k, v in splits.items()}}
+    else:
+        splits, info = build_splits(name, train, test, model_selection, val_fraction, seed)
+    return splits[split], dict(info, split=split)
