@@ -1,0 +1,124 @@
+"""IFER: the facial-expression classifier on top of the ASIT encoder (official ``scripts/ifer.py: ifer_model``).
+
+Forward: ``styles, structure, _ = feature_model(x)`` (W+ codes **without** ``latent_avg``), then the
+feature modulation module ``style_conv(conv(structure), styles.mean(1))`` (a demodulated 3x3
+``ModulatedConv2d``, no bias/noise/activation), global average pooling and ``head``. Key layout
+``feature_model.*``, ``conv.*``, ``style_conv.{weight, modulation.weight, modulation.bias}``, ``head.*``.
+
+Example (CPU)::
+
+    import torch, ifer
+    net = ifer.create_model("ifer_tiny", num_classes=7).eval()
+    logits = net(torch.randn(2, 3, 64, 64))                  # (2, 7)
+    loss = net.training_loss(torch.randn(2, 3, 64, 64), torch.tensor([0, 3]))
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ifer.models.asit import ASITEncoder, build_encoder
+from ifer.models.loading import load_state_dict_strict, read_state_dict
+from ifer.models.stylegan2 import ModulatedConv2d
+from ifer.registry import register_model
+
+__all__ = ["IFER", "IFERLatentOnly", "soft_target_cross_entropy"]
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CE against class indices (B,) or soft targets (B, C) (timm's SoftTargetCrossEntropy, for mixup)."""
+    if target.ndim == logits.ndim:
+        return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, target)
+
+
+class _FERBase(nn.Module):
+    """Shared checkpoint handling and loss of the IFER variants (subclasses define ``expression_features``)."""
+
+    feature_model: ASITEncoder
+    head: nn.Linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.expression_features(x))
+
+    def training_loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy for (B,) class indices; soft-target cross-entropy for (B, num_classes) targets."""
+        return soft_target_cross_entropy(self(x), target)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Strictly load a timm CheckpointSaver file (``state_dict`` + ``args`` Namespace, ...) or a bare dict."""
+        load_state_dict_strict(self, read_state_dict(path), source=path)
+
+    def load_asit_encoder(self, path: str | Path) -> None:
+        """Strictly load the ``encoder.*`` weights of an official ASIT checkpoint into ``feature_model``."""
+        load_state_dict_strict(self.feature_model, read_state_dict(path, prefix="encoder"), source=path)
+
+
+class IFER(_FERBase):
+    """Official ``ifer_model`` for any ``num_classes`` (the released code hard-codes 7).
+
+    >>> net = IFER(build_encoder("tiny"), num_classes=5).eval()
+    >>> net(torch.randn(1, 3, 64, 64)).shape, net.expression_features(torch.randn(1, 3, 64, 64)).shape
+    (torch.Size([1, 5]), torch.Size([1, 128]))
+    """
+
+    def __init__(self, feature_model: ASITEncoder, num_classes: int = 7):
+        super().__init__()
+        ch = feature_model.last_block.out_channels
+        style_dim = feature_model.styles[0].out_c
+        self.feature_model = feature_model
+        self.conv = nn.Conv2d(ch, ch, kernel_size=1)
+        self.style_conv = ModulatedConv2d(ch, ch, 3, style_dim, demodulate=True)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(ch, num_classes)
+
+    def expression_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C) pooled, modulated structure features (the input of ``head``)."""
+        styles, structure, _ = self.feature_model(x)
+        return self.fuse(styles, structure)
+
+    def fuse(self, styles: torch.Tensor, structure: torch.Tensor) -> torch.Tensor:
+        """Feature modulation module: structure code modulated by the mean W+ code, then pooled to (B, C)."""
+        x = self.style_conv(self.conv(structure), styles.mean(dim=1, keepdim=True))
+        return torch.flatten(self.avgpool(x), 1)
+
+    @classmethod
+    def from_asit_checkpoint(cls, path: str | Path, num_classes: int = 7, size: str = "base",
+                             **encoder_kwargs) -> IFER:
+        """Build ``ifer_{size}`` and take its encoder weights (strictly) from an official ASIT checkpoint."""
+        net = cls(build_encoder(size, **encoder_kwargs), num_classes)
+        net.load_asit_encoder(path)
+        return net
+
+
+class IFERLatentOnly(_FERBase):
+    """The ``Faep2`` ablation found in the released ``.pyc``: ``Linear`` on the mean W+ code only."""
+
+    def __init__(self, feature_model: ASITEncoder, num_classes: int = 7):
+        super().__init__()
+        self.feature_model = feature_model
+        self.head = nn.Linear(feature_model.styles[0].out_c, num_classes)
+
+    def expression_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_model(x)[0].mean(dim=1)
+
+
+@register_model(family="ifer")
+def ifer_base(num_classes: int = 7, **kwargs) -> IFER:
+    """Official ``ifer_model(None, 512, 7)``: 268,720,655 parameters at 7 classes; 256-px input."""
+    return IFER(build_encoder("base", **kwargs), num_classes)
+
+
+@register_model(family="ifer")
+def ifer_tiny(num_classes: int = 7, **kwargs) -> IFER:
+    """64-px CPU member on the tiny ASIT encoder (128-channel structure code, 128-d W+ codes)."""
+    return IFER(build_encoder("tiny", **kwargs), num_classes)
+
+
+@register_model(family="ifer")
+def ifer_latent_only_base(num_classes: int = 7, **kwargs) -> IFERLatentOnly:
+    """``Faep2`` ablation on the base encoder (W+ codes only, no structure code or modulation)."""
+    return IFERLatentOnly(build_encoder("base", **kwargs), num_classes)
