@@ -258,7 +258,7 @@ def stage_eval_fer(cfg: Config, info: DistInfo):
                     rows.append({"method": method, "dataset": dataset, "metric": metric, "seed": seed, "value": m[metric]})
                 if seed == cfg.seeds[0]:
                     confusion_matrix_plot(m["confusion_matrix"], splits.class_names,
-                                          res / "plots" / f"confusion_{method}_{dataset}.png",
+                                          res / "plots" / "confusion" / f"{method}_{dataset}.png",
                                           f"{method} on {dataset} (seed {seed}, test)")
     payload = {"runs": runs, "rows": rows, "chance_accuracy": {d: None for d in cfg.data.fer.datasets}}
     for d in cfg.data.fer.datasets:
@@ -302,7 +302,7 @@ def stage_report(cfg: Config):
     if asit_log:
         training_curves({"G loss": ([r["step"] for r in asit_log], [r["loss"] for r in asit_log]),
                          "L2": ([r["step"] for r in asit_log], [r["l2"] for r in asit_log])},
-                        res / "plots" / "asit_training.png", "ASIT training")
+                        res / "plots" / "curves" / "asit_training.png", "ASIT training")
     series = {}
     for method in cfg.methods:
         for dataset in cfg.data.fer.datasets:
@@ -311,7 +311,7 @@ def stage_report(cfg: Config):
             if ep:
                 series[f"{method}/{dataset}"] = ([r["epoch"] + 1 for r in ep], [r[key] for r in ep])
     if series:
-        training_curves(series, res / "plots" / "fer_selection_accuracy.png",
+        training_curves(series, res / "plots" / "curves" / "fer_selection_accuracy.png",
                         f"FER {cfg.data.fer.model_selection} accuracy per epoch (seed {cfg.seeds[0]})", xlabel="epoch")
     prov = collect(cfg.to_dict(), dataset_fingerprints(cfg), cfg.seeds,
                    extra={"outputs": sorted(str(p) for p in written)})

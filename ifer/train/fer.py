@@ -174,6 +174,7 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
                 target = y
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 loss, terms = loss_module(x, target)
+            terms = {k: float(v) for k, v in terms.items() if k != "loss"}
             bad = broadcast_flag(not torch.isfinite(loss.detach()).all().item(), info)
             if bad:
                 check_finite({"loss": float("nan"), **terms}, step, last_path)

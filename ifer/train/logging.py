@@ -28,7 +28,9 @@ class RunLogger:
             f.write(json.dumps(rec, default=float) + "\n")
 
     def bar(self, total: int, desc: str, initial: int = 0):
-        return tqdm(total=total, desc=desc, initial=initial, disable=not self.progress, dynamic_ncols=True, leave=False)
+        # disable=None also hides bars when stderr is not a terminal (dvc, CI logs)
+        return tqdm(total=total, desc=desc, initial=initial, disable=None if self.progress else True,
+                    dynamic_ncols=True, leave=False)
 
 
 def read_log(path: str | Path, kind: str | None = None) -> list[dict]:
