@@ -103,6 +103,11 @@ def parse_override(item: str) -> dict:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     dotted, raw = item.split("=", 1)
     value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" as a string; a number is what anyone typing it means
+            value = float(value)
+        except ValueError:
+            pass
     node: dict = {}
     cur = node
     parts = dotted.strip().split(".")

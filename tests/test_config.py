@@ -17,7 +17,8 @@ def test_profiles_resolve_and_differ():
 def test_layer_order_params_then_overrides(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"profile": "paper", "asit": {"train": {"steps": 7}}}))
-    cfg = load_config(files=[params], overrides=["asit.train.steps=9", "seeds=[1, 2]"])
+    cfg = load_config(files=[params], overrides=["asit.train.steps=9", "seeds=[1, 2]", "asit.train.lr=1e-3"])
+    assert cfg.asit.train.lr == 1e-3
     assert cfg.profile == "paper"            # the params file names its profile
     assert cfg.asit.train.steps == 9          # CLI override wins over the file
     assert cfg.seeds == [1, 2]

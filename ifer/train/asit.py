@@ -47,7 +47,7 @@ class ASITLosses:
         if self.identity is not None and self.lambdas.get("id", 0) > 0:
             terms["id"] = self.identity(y_hat, x)
         total = sum(self.lambdas[k] * v for k, v in terms.items())
-        return total, {k: float(v) for k, v in terms.items()}
+        return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
 def build_optimizer(params, name: str, lr: float) -> torch.optim.Optimizer:
