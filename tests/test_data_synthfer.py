@@ -102,3 +102,20 @@ def test_cli_generates_and_verifies(tmp_path, capsys):
     assert json.loads((out / "manifest.json").read_text())["config"]["images_per_identity"] == 3
     assert main(["verify", "--root", str(tmp_path / "datasets"), "--report", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["datasets"]["synthfer"]["status"] == "ok"
+
+
+def test_nuisance_strength_scales_amplitudes_only():
+    import numpy as np
+
+    from ifer.data.synthfer_render import sample_nuisance
+
+    full = sample_nuisance(np.random.default_rng(3), 0.2)
+    assert sample_nuisance(np.random.default_rng(3), 0.2, 1.0) == full      # 1.0 is an exact no-op
+    half = sample_nuisance(np.random.default_rng(3), 0.2, 0.5)
+    none = sample_nuisance(np.random.default_rng(3), 0.2, 0.0)
+    for k in ("yaw", "roll", "tx", "ty", "light_strength", "noise"):
+        assert half[k] == pytest.approx(0.5 * full[k]) and none[k] == 0.0
+    assert none["scale"] == 1.0 and none["ambient"] == 1.0 and none["bg_b"] == none["bg_a"]
+    assert half["background"] == full["background"] and half["occlusion"] == full["occlusion"]
+    with pytest.raises(ValueError, match="nuisance strength"):
+        sample_nuisance(np.random.default_rng(3), 0.2, 1.5)

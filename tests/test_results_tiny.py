@@ -39,15 +39,20 @@ def test_fer_accuracy_on_held_out_identities_is_well_above_chance():
         assert run["test"]["num_samples"] == run["protocol"]["num_samples"]  # nothing dropped
 
 
-def test_every_method_beats_chance_and_has_an_identity_probe():
+def test_every_method_is_evaluated_with_an_identity_probe():
     fer = _load("fer_metrics.json")
-    chance = fer["chance_accuracy"]["synthfer"]
-    methods = {r["method"] for r in fer["runs"]}
-    assert {"ifer", "fer_resnet18", "ke2nt", "disentangled"} <= methods
+    assert {"ifer", "fer_resnet18", "ke2nt", "disentangled"} <= {r["method"] for r in fer["runs"]}
     for run in fer["runs"]:
-        assert run["test"]["accuracy"] > 1.5 * chance, (run["method"], run["test"]["accuracy"])
         probe = run["identity_probe"]
         assert 0.0 <= probe["identity_probe_accuracy"] <= 1.0 and probe["identity_chance"] < 0.2
+
+
+@pytest.mark.parametrize("method", ["ifer", "fer_resnet18", "ke2nt", "disentangled"])
+def test_method_beats_chance_on_held_out_identities(method):
+    fer = _load("fer_metrics.json")
+    chance = fer["chance_accuracy"]["synthfer"]
+    accs = [r["test"]["accuracy"] for r in fer["runs"] if r["method"] == method]
+    assert accs and min(accs) > 1.5 * chance, (method, accs, chance)
 
 
 def test_tables_and_provenance_are_complete():

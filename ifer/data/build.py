@@ -122,13 +122,13 @@ class FERSplits:
 
 
 def fer_train_transform(recipe) -> T.Compose:
-    """The timm training pipeline of the recipe: RandomResizedCrop, flip, RandAugment, random erasing."""
+    """The timm training pipeline of the recipe: RandomResizedCrop, flip, colour jitter or RandAugment, erasing."""
     from timm.data import create_transform
 
     return create_transform(
         input_size=recipe.img_size, is_training=True, scale=tuple(recipe.scale), hflip=recipe.hflip,
         auto_augment=recipe.auto_augment or None, re_prob=recipe.reprob, re_mode="pixel", interpolation="random",
-        mean=tuple(recipe.mean), std=tuple(recipe.std),
+        color_jitter=recipe.color_jitter, mean=tuple(recipe.mean), std=tuple(recipe.std),
     )
 
 

@@ -59,6 +59,7 @@ class SynthFERConfig:
     seed: int = 0
     min_intensity: float = 0.1  # non-neutral intensity ~ U(min_intensity, 1): low values are near-neutral
     occlusion_p: float = 0.2
+    nuisance: float = 1.0       # 0..1 amplitude of pose, scale, lighting, noise and background clutter
 
     def __post_init__(self) -> None:
         if self.res not in RESOLUTIONS:
@@ -98,7 +99,7 @@ def sample_image(cfg: SynthFERConfig, identity: int, k: int, ident: dict[str, An
     expression = L.EXPRESSIONS_7[label]
     intensity = 0.0 if expression == "neutral" else float(rng.uniform(cfg.min_intensity, 1.0))
     aus = expression_aus(expression, intensity, rng)
-    nui = sample_nuisance(rng, cfg.occlusion_p)
+    nui = sample_nuisance(rng, cfg.occlusion_p, cfg.nuisance)
     img = render(ident, aus, nui, cfg.res, noise_rng=rng)
     row: dict[str, Any] = {
         "identity": identity,

@@ -111,12 +111,19 @@ def expression_aus(expression: str, intensity: float, rng: np.random.Generator, 
     return np.clip(intensity * proto + rng.normal(0, jitter, len(AU_NAMES)), 0.0, 1.0)
 
 
-def sample_nuisance(rng: np.random.Generator, occlusion_p: float = 0.2) -> dict[str, Any]:
-    """Per-image nuisance factors: pose, scale, lighting, background, noise, occlusion."""
+def sample_nuisance(rng: np.random.Generator, occlusion_p: float = 0.2, strength: float = 1.0) -> dict[str, Any]:
+    """Per-image nuisance factors: pose, scale, lighting, background, noise, occlusion.
+
+    ``strength`` in [0, 1] shrinks pose, scale, lighting, noise and background clutter towards a frontal,
+    evenly lit face on a flat background (1 = the full ranges; 0 = none). The random draws are the same
+    for every strength, so only the amplitudes change.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"nuisance strength must be in [0, 1], got {strength}")
     occl = "none"
     if rng.random() < occlusion_p:
         occl = OCCLUSIONS[1 + int(rng.integers(len(OCCLUSIONS) - 1))]
-    return {
+    nui = {
         "yaw": float(rng.uniform(-0.45, 0.45)),
         "roll": float(rng.uniform(-12, 12)),
         "tx": float(rng.uniform(-0.06, 0.06)),
@@ -136,6 +143,13 @@ def sample_nuisance(rng: np.random.Generator, occlusion_p: float = 0.2) -> dict[
         "occ_angle": float(rng.uniform(-30, 30)),
         "occ_colour": _rgb(rng.uniform(0, 255, 3)),
     }
+    if strength < 1.0:  # exact no-op at 1.0, so the default bytes never change
+        for k in ("yaw", "roll", "tx", "ty", "light_strength", "noise"):
+            nui[k] *= strength
+        nui["scale"] = 1.0 + (nui["scale"] - 1.0) * strength
+        nui["ambient"] = 1.0 + (nui["ambient"] - 1.0) * strength
+        nui["bg_b"] = _mix(nui["bg_a"], nui["bg_b"], strength)  # clutter contrast -> 0
+    return nui
 
 
 def _bezier(p0: tuple[float, float], mid: tuple[float, float], p2: tuple[float, float], n: int = 8) -> np.ndarray:

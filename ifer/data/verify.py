@@ -73,7 +73,8 @@ def verify_synthfer(ds_root: Path) -> dict[str, Any]:
     actual = hash_files(ds_root, present)
     entry.update(count=len(actual), expected_count=len(expected))
     _with_diff(entry, diff_files(expected, actual))
-    if combined_digest(actual) != manifest["digest"]:
+    entry["digest"] = combined_digest(actual)
+    if entry["digest"] != manifest["digest"]:
         entry["problems"].append("combined digest differs from manifest.json")
     if entry["problems"]:
         entry["status"] = "mismatch"
