@@ -9,6 +9,7 @@
     ifer train-fer --params params.yaml [--method ifer] [--dataset synthfer] [--seed 0]
     ifer eval-fer --params params.yaml
     ifer report --params params.yaml
+    ifer readme --results results/tiny                 # copy the run's tables + provenance into README.md
 Any trailing ``key.sub=value`` overrides the params file (e.g. ``asit.train.steps=100``).
 """
 from __future__ import annotations
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-resume", action="store_true")
     add("eval-fer", "score every FER run on its test split; identity probe on SynthFER")
     add("report", "comparison tables, plots and provenance into results/<profile>/")
+    p = sub.add_parser("readme", help="copy results/<profile> tables and provenance into the README results block")
+    p.add_argument("--results", default="results/tiny")
+    p.add_argument("--readme", default="README.md")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -63,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             write_report(report, args.out)
         return 0 if report["ok"] else 1
+
+    if args.verb == "readme":
+        from ifer.report.readme import update_readme
+
+        update_readme(args.readme, args.results)
+        return 0
 
     cfg = _cfg(args)
     if args.verb == "config":
