@@ -25,7 +25,35 @@ def _cfg(args):
     return load_config(args.profile, args.params, args.overrides)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by input the user can fix (missing data/weights, bad files or config, a diverged run)."""
+    from ifer.config import ConfigError
+    from ifer.data.common import DataError
+    from ifer.models.loading import CheckpointError
+    from ifer.report.readme import ReadmeMarkerError
+    from ifer.train.checkpoint import NonFiniteLossError
+
+    return (ConfigError, DataError, CheckpointError, NonFiniteLossError, ReadmeMarkerError, FileNotFoundError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb; a user-fixable error prints one line ``ifer <verb>: error: ...`` and returns 2.
+
+    ``IFER_TRACEBACK=1`` re-raises instead (full traceback, for debugging).
+    """
+    import os
+
+    try:
+        return _main(argv)
+    except _user_errors() as e:
+        if os.environ.get("IFER_TRACEBACK"):
+            raise
+        verb = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
+        print(f"ifer {verb}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ifer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="verb", required=True)
 

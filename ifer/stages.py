@@ -67,10 +67,12 @@ def build_asit(cfg: Config, for_training: bool = True):
     from ifer.train.asit import ASITLosses
 
     a = cfg.asit
+    # resolve user files before building a 265M-parameter model, so a missing file fails in milliseconds
+    decoder_file = None if a.train_decoder else resolve_weights("stylegan2_ffhq_256_rosinality", a.stylegan_weights)
     net = create_model(a.model, mode=a.mode, train_decoder=a.train_decoder,
                        start_from_latent_avg=a.start_from_latent_avg)
-    if not a.train_decoder:
-        net.load_decoder(resolve_weights("stylegan2_ffhq_256_rosinality", a.stylegan_weights))
+    if decoder_file is not None:
+        net.load_decoder(decoder_file)
     if net.latent_avg is None:
         net.init_latent_avg(a.latent_avg_samples, seed=cfg.seed)
     disc = create_model(a.discriminator, quirks=a.mode) if for_training else None
