@@ -45,3 +45,17 @@ def test_missing_markers_or_results_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="fer_comparison.md is missing"):
         update_readme(readme, res)
     assert readme.read_text() == f"{START}\n{END}\n"  # nothing lost on error
+
+
+def test_committed_readme_block_matches_committed_results(monkeypatch):
+    """The README's numbers are the committed results/tiny, not a stale copy (regenerate: `ifer readme`)."""
+    from pathlib import Path
+
+    from ifer.report.readme import results_block
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "results" / "tiny" / "provenance.json").is_file():
+        pytest.skip("results/tiny not produced yet: run `nox -s reproduce`")
+    block = (root / "README.md").read_text().split(START, 1)[1].split(END, 1)[0]
+    monkeypatch.chdir(root)  # the block names the results folder relative to the repository root
+    assert block == "\n" + results_block("results/tiny"), "README results block is stale: run `ifer readme`"
