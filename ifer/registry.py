@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 _MODEL_ENTRYPOINTS: dict[str, Callable] = {}
 _MODEL_FAMILY: dict[str, str] = {}

@@ -151,7 +151,6 @@ def stage_eval_inversion(cfg: Config):
     """Inversion metrics for ASIT and for the mean-image baseline (every test image reconstructed as the train mean)."""
     from ifer.data.build import inversion_datasets, mean_image, save_png
     from ifer.metrics.inversion import evaluate_inversion
-    from ifer.report.plots import inversion_grid
 
     inv = run_root(cfg) / "inversions"
     metrics = list(cfg.eval.inversion_metrics)

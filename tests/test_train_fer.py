@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ifer.config import Config
+from ifer.models.quirks import get_quirks
 from ifer.train.checkpoint import NonFiniteLossError
 from ifer.train.fer import schedule_updates_per_epoch, train_fer
-from ifer.models.quirks import get_quirks
 from tests.toy import ToyFER, ToyImages
 
 RECIPE = Config(optimizer="adamw", momentum=0.9, epochs=4, cooldown_epochs=0, warmup_epochs=1, lr=3e-3, warmup_lr=1e-4,

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from ifer.train.checkpoint import (NonFiniteLossError, check_finite, load_training_state, rng_state,
-                                   save_training_state, set_rng_state)
+from ifer.train.checkpoint import (
+    NonFiniteLossError,
+    check_finite,
+    load_training_state,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+)
 from ifer.train.seeding import ResumableSampler, SeededDataset, derive_seed
 
 

@@ -48,7 +48,7 @@ class Quirks:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def differences(self, other: "Quirks") -> list[str]:
+    def differences(self, other: Quirks) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
@@ -56,7 +56,7 @@ AS_RELEASED = Quirks()
 AS_DESCRIBED = Quirks(**{f.name: False for f in fields(Quirks)})
 
 
-def get_quirks(mode: "str | Quirks | None" = "as_described", **overrides) -> Quirks:
+def get_quirks(mode: str | Quirks | None = "as_described", **overrides) -> Quirks:
     """Resolve a mode name (or a Quirks) plus per-flag overrides into a Quirks instance."""
     if mode is None:
         mode = "as_described"
