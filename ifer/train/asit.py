@@ -160,9 +160,9 @@ def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, 
             loss_dist = distribution_loss(s_fea, t_fea, quirks=quirks, rng=dist_rng)
             lam = losses.lambdas
             loss = loss_rec + lam["adv"] * loss_adv + lam["dist"] * loss_dist
-            terms.update(adv=float(loss_adv), dist=float(loss_dist), d=float(loss_d))
-            if broadcast_flag(not math.isfinite(float(loss)) or not math.isfinite(float(loss_d)), info):
-                check_finite({"loss": float(loss), **terms}, step, last_path)
+            terms.update(adv=_scalar(loss_adv), dist=_scalar(loss_dist), d=_scalar(loss_d))
+            if broadcast_flag(not math.isfinite(_scalar(loss)) or not math.isfinite(terms["d"]), info):
+                check_finite({"loss": _scalar(loss), **terms}, step, last_path)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.get("grad_clip"):
@@ -173,7 +173,7 @@ def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, 
 
             if step % cfg.log_interval == 0:
                 log.log("train", step=step, loss=float(all_reduce_mean(loss.detach().cpu(), info)), **terms)
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{_scalar(loss):.4f}")
             if step % cfg.val_interval == 0 or step == cfg.steps:
                 if info.is_main:
                     val = validate_asit(net, losses, val_set, cfg.batch_size, device, use_struct, num_workers)
@@ -193,6 +193,11 @@ def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, 
     if not info.is_main:
         return None
     return {"best_val_loss": best, "history": history, "steps": step}
+
+
+def _scalar(x) -> float:
+    """A loss term for logging (tensor or number), without touching autograd."""
+    return float(x.detach()) if torch.is_tensor(x) else float(x)
 
 
 def _all_reduce_grads(module: torch.nn.Module, info: DistInfo) -> None:

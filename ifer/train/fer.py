@@ -188,7 +188,7 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
                 adv_loss = core.adversary_loss(x.detach(), y)
                 adv_loss.backward()
                 adversary_opt.step()
-                terms = {**terms, "adversary": float(adv_loss)}
+                terms = {**terms, "adversary": float(adv_loss.detach())}
             step += 1
             scheduler.step_update(num_updates=step)
             loss_val = float(all_reduce_mean(loss.detach().float().cpu(), info))
