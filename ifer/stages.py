@@ -157,7 +157,7 @@ def stage_eval_inversion(cfg: Config):
     kwargs = {"lpips_backbone": cfg.asit.lpips_backbone, "id_embedder": cfg.eval.id_embedder,
               "id_weights": cfg.asit.id_weights}
     asit = evaluate_inversion(inv / "recon", inv / "source", metrics=metrics, **kwargs)
-    train_set, _, test_set = inversion_datasets(cfg, with_names=True)
+    train_set, _, test_set = inversion_datasets(cfg, with_names=True, augment=False)
     mean = mean_image(train_set)
     base_dir = run_root(cfg) / "inversions" / "mean_image"
     for p in sorted((inv / "source").glob("*.png")):

@@ -119,3 +119,19 @@ def test_nuisance_strength_scales_amplitudes_only():
     assert half["background"] == full["background"] and half["occlusion"] == full["occlusion"]
     with pytest.raises(ValueError, match="nuisance strength"):
         sample_nuisance(np.random.default_rng(3), 0.2, 1.5)
+
+
+def test_mean_image_baseline_is_deterministic(tmp_path):
+    """The inversion baseline uses un-augmented training images, so two evaluations give the same mean."""
+    import torch
+
+    from ifer.config import load_config
+    from ifer.data.build import inversion_datasets, mean_image
+
+    generate_synthfer(tmp_path / "sf", SynthFERConfig(res=64, n_train_identities=3, n_val_identities=1,
+                                                      n_test_identities=1, images_per_identity=4, seed=0))
+    cfg = load_config("tiny", overrides=[f"data.synthfer.out={tmp_path / 'sf'}"])
+    train, _, _ = inversion_datasets(cfg, augment=False)
+    first = mean_image(train)
+    torch.manual_seed(123)
+    assert torch.equal(first, mean_image(inversion_datasets(cfg, augment=False)[0]))

@@ -62,19 +62,20 @@ class _Named(Dataset):
         return x, self.ds.records[i].path.stem
 
 
-def inversion_datasets(cfg, with_names: bool = False) -> tuple[Dataset, Dataset, Dataset]:
+def inversion_datasets(cfg, with_names: bool = False, augment: bool = True) -> tuple[Dataset, Dataset, Dataset]:
     """(train, val, test) image sets for ASIT. SynthFER: its identity-disjoint splits; real data: FFHQ
     (train, with a 1% held-out val) and CelebA-HQ test. Images in [-1, 1] at the model's resolution;
-    training adds the released horizontal flip."""
+    training adds the released horizontal flip unless ``augment=False`` (deterministic statistics)."""
     res = cfg.asit.img_size
+    train_tf = train_transform(res) if augment else eval_transform(res)
     train_name, test_name = cfg.data.inversion.train, cfg.data.inversion.test
     if train_name == "synthfer":
         root = dataset_root(cfg, "synthfer")
-        train = open_dataset("synthfer", root, "train", transform=train_transform(res))
+        train = open_dataset("synthfer", root, "train", transform=train_tf)
         val = open_dataset("synthfer", root, "val", transform=eval_transform(res))
     else:
         root = Path(cfg.paths.datasets)
-        full = open_dataset(train_name, root / train_name, "train", transform=train_transform(res))
+        full = open_dataset(train_name, root / train_name, "train", transform=train_tf)
         g = torch.Generator().manual_seed(cfg.seed)
         order = torch.randperm(len(full), generator=g).tolist()
         n_val = max(1, len(full) // 100)
@@ -88,7 +89,11 @@ def inversion_datasets(cfg, with_names: bool = False) -> tuple[Dataset, Dataset,
 
 
 def mean_image(dataset: Dataset, limit: int = 2000) -> torch.Tensor:
-    """Mean of (up to ``limit``) training images: the trivial reconstruction every inversion must beat."""
+    """Mean of (up to ``limit``) training images: the trivial reconstruction every inversion must beat.
+
+    Pass an un-augmented dataset (``inversion_datasets(cfg, augment=False)``): with the random flip the
+    mean, and so the baseline's metrics, would change from run to run.
+    """
     n = min(len(dataset), limit)
     total = None
     for i in range(n):
