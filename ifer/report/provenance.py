@@ -24,8 +24,10 @@ def git_state(root: str | Path = ".") -> dict:
             return None
 
     sha = run("rev-parse", "HEAD")
-    dirty = run("status", "--porcelain", "--untracked-files=no")
-    return {"sha": sha, "dirty": bool(dirty) if dirty is not None else None}
+    # dvc.lock and results/ are written by the run being recorded, so they do not make its code dirty
+    status = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!results")
+    changed = [line.split(maxsplit=1)[1] for line in status.splitlines()] if status else []
+    return {"sha": sha, "dirty": bool(changed) if status is not None else None, "dirty_files": changed}
 
 
 def hardware() -> dict:
