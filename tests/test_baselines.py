@@ -7,15 +7,9 @@ import torch
 import ifer
 from ifer.models.baselines import GradualStyleEncoder, build_timm_backbone
 from ifer.models.loading import CheckpointError
+from tests.toy import overfit_steps
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: on a shared 2-core box, 2 intra-op threads run ~15x slower than 1 under load.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_timm_classifier_interface():
@@ -48,15 +42,7 @@ def test_pretrained_path_loads_strictly_and_drops_only_the_classifier(tmp_path):
 def test_overfit_tiny_batch():
     torch.manual_seed(0)
     m = ifer.create_model("fer_resnet18_tiny")
-    x, y = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 5, 6, 1])  # CNN: size-agnostic
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(20):
-        loss, _ = m.training_loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = [step["loss"] for step in overfit_steps(m)]
     assert losses[-1] < 0.5 * losses[0]
 
 

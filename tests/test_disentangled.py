@@ -9,15 +9,9 @@ import torch
 import ifer
 from ifer.losses.disentangled import grad_reverse, uniform_kl
 from ifer.models.baselines import classification_loss
+from tests.toy import overfit_steps
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: on a shared 2-core box, 2 intra-op threads run ~15x slower than 1 under load.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_uniform_kl_is_zero_for_uniform_output():
@@ -105,14 +99,6 @@ def test_invalid_configurations():
 def test_overfit_tiny_batch(adversary):
     m = _tiny(adversary=adversary)
     torch.manual_seed(1)
-    x, y = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 5, 6, 1])  # CNN: size-agnostic
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    ces = []
-    for _ in range(20):
-        loss, logs = m.training_loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        ces.append(logs["ce"])
-        assert math.isfinite(logs["loss"])
-    assert ces[-1] < 0.5 * ces[0]
+    history = overfit_steps(m)
+    assert all(math.isfinite(step["loss"]) for step in history)
+    assert history[-1]["ce"] < 0.5 * history[0]["ce"]

@@ -18,15 +18,9 @@ from ifer.models.text_encoders import (
     save_precomputed,
 )
 from ifer.registry import MissingWeightsError
+from tests.toy import overfit_steps
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: on a shared 2-core box, 2 intra-op threads run ~15x slower than 1 under load.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # The seven prompts of the official code (models/backbone_raf.py), RAF-DB order.
@@ -160,15 +154,7 @@ def test_neutral_samples_do_not_enter_transform_or_contrast(text_file):
 def test_overfit_tiny_batch(text_file):
     torch.manual_seed(0)
     m = _tiny(text_file)
-    x, y = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 5, 6, 1])  # CNN: size-agnostic
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(20):
-        loss, _ = m.training_loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = [step["loss"] for step in overfit_steps(m)]
     assert losses[-1] < 0.5 * losses[0]
 
 

@@ -1,0 +1,12 @@
+"""Shared fixtures. ``one_thread``: opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny models: on a shared 2-core box, 2 intra-op threads run ~15x slower than 1 under load.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
