@@ -30,7 +30,7 @@ def _tolerances(profile: str) -> dict[str, float]:
     """The run's own resolved config (``results/<profile>/config.yaml``) when present, else the packaged one."""
     import yaml
 
-    from ifer.config import load_config
+    from ifer.core.config import load_config
 
     saved = RESULTS / profile / "config.yaml"
     if saved.is_file():

@@ -18,7 +18,7 @@ import argparse
 import logging
 import sys
 
-from ifer.config import PROFILES, load_config, save_resolved
+from ifer.core.config import PROFILES, load_config, save_resolved
 
 
 def _cfg(args):
@@ -27,9 +27,9 @@ def _cfg(args):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input the user can fix (missing data/weights, bad files or config, a diverged run)."""
-    from ifer.config import ConfigError
+    from ifer.core.config import ConfigError
+    from ifer.core.loading import CheckpointError
     from ifer.data.common import DataError
-    from ifer.models.loading import CheckpointError
     from ifer.report.readme import ReadmeMarkerError
     from ifer.train.checkpoint import NonFiniteLossError
 

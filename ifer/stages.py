@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ifer.config import Config, save_resolved
+from ifer.core.config import Config, save_resolved
 from ifer.train.distributed import DistInfo
 
 log = logging.getLogger("ifer")
@@ -63,7 +63,8 @@ def _set_threads(cfg: Config) -> None:
 # ---------------------------------------------------------------------------------------------- ASIT
 def build_asit(cfg: Config, for_training: bool = True):
     """The ASIT network + inversion discriminator + losses, as configured (weights from user paths only)."""
-    from ifer.registry import create_model, resolve_weights
+    from ifer.core.weights import resolve_weights
+    from ifer.models.registry import create_model
     from ifer.train.asit import ASITLosses
 
     a = cfg.asit
@@ -142,7 +143,7 @@ def stage_invert(cfg: Config, info: DistInfo):
 
 def _decode_with_struct(cfg: Config) -> bool:
     """The released inference.py forgot use_struct (decodes from the learned constant); the quirk keeps that."""
-    from ifer.models.quirks import get_quirks
+    from ifer.core.quirks import get_quirks
 
     return cfg.asit.use_struct and not get_quirks(cfg.asit.mode).inference_without_struct
 
@@ -187,7 +188,7 @@ def _inversion_grid(inv: Path, path: Path, n: int = 8) -> None:
 # ---------------------------------------------------------------------------------------------- FER
 def build_fer_model(cfg: Config, method: str, num_classes: int):
     """The FER model of ``method`` (ifer initialised from the trained ASIT encoder unless ifer.init=scratch)."""
-    from ifer.registry import create_model
+    from ifer.models.registry import create_model
 
     spec = cfg.fer_methods[method]
     kwargs = dict(spec.get("kwargs", {}))

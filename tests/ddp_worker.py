@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ifer.config import Config  # noqa: E402
+from ifer.core.config import Config  # noqa: E402
 from ifer.train.distributed import distributed_context  # noqa: E402
 from ifer.train.fer import train_fer  # noqa: E402
 from tests.toy import ToyFER, ToyImages  # noqa: E402

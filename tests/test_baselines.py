@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import ifer
+from ifer.core.loading import CheckpointError
 from ifer.models.baselines import GradualStyleEncoder, build_timm_backbone
-from ifer.models.loading import CheckpointError
 from tests.toy import overfit_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from ifer.config import ConfigError, load_config, parse_override, save_resolved
+from ifer.core.config import ConfigError, load_config, parse_override, save_resolved
 
 
 def test_profiles_resolve_and_differ():

@@ -125,7 +125,7 @@ def test_mean_image_baseline_is_deterministic(tmp_path):
     """The inversion baseline uses un-augmented training images, so two evaluations give the same mean."""
     import torch
 
-    from ifer.config import load_config
+    from ifer.core.config import load_config
     from ifer.data.build import inversion_datasets, mean_image
 
     generate_synthfer(tmp_path / "sf", SynthFERConfig(res=64, n_train_identities=3, n_val_identities=1,

@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 import ifer
+from ifer.core.loading import CheckpointError
+from ifer.core.quirks import get_quirks
 from ifer.models.asit import ASIT, deterministic_init_
 from ifer.models.gcvit import GCViTLayer, GradualStyleBlock, PatchEmbed, WindowAttentionGlobal
-from ifer.models.loading import CheckpointError
-from ifer.models.quirks import get_quirks
 from ifer.models.stylegan2 import seeded_init_
 
 DATA = Path(__file__).parent / "data"
@@ -253,7 +253,7 @@ def test_tiny_strict_roundtrip_via_create_model(tmp_path, name):
 @pytest.mark.parametrize("name", ["asit_encoder_base", "asit_base"])
 def test_base_strict_roundtrip_on_meta(name):
     """Base models are too big to write in a unit test; the strict key/shape round trip runs on meta."""
-    from ifer.models.loading import first_mismatch
+    from ifer.core.loading import first_mismatch
 
     with torch.device("meta"):
         a, b = ifer.create_model(name), ifer.create_model(name)

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import ifer
+from ifer.core.loading import CheckpointError, first_mismatch
 from ifer.models.asit import build_encoder, deterministic_init_
 from ifer.models.ifer import IFER, IFERLatentOnly, soft_target_cross_entropy
-from ifer.models.loading import CheckpointError, first_mismatch
 
 DATA = Path(__file__).parent / "data"
 ATOL = RTOL = 1e-4  # parity tolerance vs the official code (fp32 CPU)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import ifer
+from ifer.core.weights import MissingWeightsError
 from ifer.losses.ke2nt import self_contrast_loss, transformation_loss
 from ifer.models.ke2nt import CLASS_PHRASES, class_prompts
 from ifer.models.text_encoders import (
@@ -17,7 +18,6 @@ from ifer.models.text_encoders import (
     cached_encode,
     save_precomputed,
 )
-from ifer.registry import MissingWeightsError
 from tests.toy import overfit_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ifer.core.quirks import get_quirks
+from ifer.core.weights import MissingWeightsError
 from ifer.losses.adversarial import discriminator_loss, generator_adversarial_term, generator_loss
 from ifer.losses.distribution import (
     distribution_loss,
@@ -17,8 +19,6 @@ from ifer.losses.distribution import (
 )
 from ifer.losses.identity import IDLoss
 from ifer.losses.reconstruction import build_perceptual_loss, l2_loss
-from ifer.models.quirks import get_quirks
-from ifer.registry import MissingWeightsError
 
 
 def _vec(*values: float) -> torch.Tensor:

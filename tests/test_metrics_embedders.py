@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from ifer.core.weights import MissingWeightsError
 from ifer.metrics.embedders import ArcFaceIRSE50Embedder, get_embedder, list_embedders
 from ifer.metrics.irse import ir101, ir_se50
-from ifer.registry import MissingWeightsError
 
 
 def test_ir_se50_treb1en_layout_and_normalised_output(tmp_path):

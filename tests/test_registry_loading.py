@@ -4,8 +4,9 @@ import argparse
 import pytest
 import torch
 
-from ifer.models.loading import CheckpointError, load_state_dict_strict, read_checkpoint, read_state_dict
-from ifer.registry import KNOWN_WEIGHTS, MissingWeightsError, check_sha256, create_model, list_models, resolve_weights
+from ifer.core.loading import CheckpointError, load_state_dict_strict, read_checkpoint, read_state_dict
+from ifer.core.weights import KNOWN_WEIGHTS, MissingWeightsError, check_sha256, resolve_weights
+from ifer.models.registry import create_model, list_models
 
 
 def test_registry_lists_and_rejects_unknown():

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 import ifer
-from ifer.models.loading import CheckpointError, first_mismatch
+from ifer.core.loading import CheckpointError, first_mismatch
 from ifer.models.stylegan2 import (
     Discriminator,
     Generator,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from ifer.config import Config
+from ifer.core.config import Config
 from ifer.train.asit import ASITLosses, train_asit
 from ifer.train.checkpoint import NonFiniteLossError
 
@@ -29,7 +29,7 @@ def _images(n: int, seed: int) -> TensorDataset:
 
 
 def _build(seed: int = 0):
-    from ifer.registry import create_model
+    from ifer.models.registry import create_model
 
     torch.manual_seed(seed)
     net = create_model("asit_tiny", mode="as_described", train_decoder=True)

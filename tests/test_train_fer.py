@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ifer.config import Config
-from ifer.models.quirks import get_quirks
+from ifer.core.config import Config
+from ifer.core.quirks import get_quirks
 from ifer.train.checkpoint import NonFiniteLossError
 from ifer.train.fer import schedule_updates_per_epoch, train_fer
 from tests.toy import ToyFER, ToyImages

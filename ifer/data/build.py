@@ -1,6 +1,6 @@
 """From a resolved config to datasets: the glue the pipeline stages use (one place for transforms per stage).
 
-    python -c "from ifer.config import load_config; from ifer.data.build import fer_datasets; \
+    python -c "from ifer.core.config import load_config; from ifer.data.build import fer_datasets; \
 cfg = load_config('tiny'); s = fer_datasets(cfg, 'synthfer', cfg.fer_methods.ifer.train); print(len(s.train), s.protocol)"
 """
 from __future__ import annotations

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ifer.models.quirks import Quirks
+from ifer.core.quirks import Quirks
 
 
 def _kl_mean(log_q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ifer.models.loading import load_state_dict_strict, read_state_dict
-from ifer.registry import MissingWeightsError, resolve_weights
+from ifer.core.loading import load_state_dict_strict, read_state_dict
+from ifer.core.weights import MissingWeightsError, resolve_weights
 
 ALEXNET_ASSET = "torchvision_alexnet"
 

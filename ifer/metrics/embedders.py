@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ifer.core.loading import load_state_dict_strict, read_state_dict
+from ifer.core.weights import resolve_weights
 from ifer.metrics.irse import IRBackbone, ir101, ir_se50
-from ifer.models.loading import load_state_dict_strict, read_state_dict
-from ifer.registry import resolve_weights
 
 # pSp IDLoss crop of a 256x256 FFHQ-aligned face: x[:, :, 35:223, 32:220].
 _PSP_CROP_256 = (35, 223, 32, 220)

@@ -33,8 +33,8 @@ import torch
 from PIL import Image
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from ifer.core.weights import MissingWeightsError, resolve_weights
 from ifer.metrics.embedders import IdentityEmbedder, get_embedder
-from ifer.registry import MissingWeightsError, resolve_weights
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 METRIC_KEYS = ("mse", "lpips", "ssim", "psnr", "id_sim", "fid")

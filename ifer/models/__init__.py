@@ -1,4 +1,4 @@
-"""Model families. Importing this package registers every model entrypoint (see ``ifer.registry``)."""
+"""Model families. Importing this package registers every model entrypoint (see ``ifer.models.registry``)."""
 from ifer.models import (  # noqa: F401  (imported for their @register_model side effects)
     asit,
     baselines,
@@ -9,4 +9,4 @@ from ifer.models import (  # noqa: F401  (imported for their @register_model sid
     ke2nt,
     stylegan2,
 )
-from ifer.models.quirks import AS_DESCRIBED, AS_RELEASED, Quirks, get_quirks  # noqa: F401
+

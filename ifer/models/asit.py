@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
+from ifer.core.loading import CheckpointError, extract_state_dict, load_state_dict_strict, read_checkpoint
+from ifer.core.quirks import Quirks
 from ifer.models.gcvit import GCViTLayer, GradualStyleBlock, PatchEmbed, relative_position_index, resolve_quirks
-from ifer.models.loading import CheckpointError, extract_state_dict, load_state_dict_strict, read_checkpoint
-from ifer.models.quirks import Quirks
+from ifer.models.registry import register_model
 from ifer.models.stylegan2 import TINY_64_CHANNELS, Generator
-from ifer.registry import register_model
 
 __all__ = ["ASITEncoder", "ASIT", "build_encoder", "deterministic_init_", "ENCODER_CONFIGS", "GENERATOR_CONFIGS"]
 

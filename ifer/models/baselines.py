@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ifer.models.loading import load_state_dict_strict, read_checkpoint, read_state_dict
-from ifer.registry import create_model, register_model
+from ifer.core.loading import load_state_dict_strict, read_checkpoint, read_state_dict
+from ifer.models.registry import create_model, register_model
 
 __all__ = [
     "build_timm_backbone", "classification_loss", "hard_labels", "batch_accuracy", "TimmFERClassifier", "WPlusCodeClassifier",

@@ -36,7 +36,7 @@ from torch.func import functional_call
 
 from ifer.losses.disentangled import grad_reverse, uniform_kl
 from ifer.models.baselines import batch_accuracy, build_timm_backbone, classification_loss
-from ifer.registry import register_model
+from ifer.models.registry import register_model
 
 __all__ = ["DisentangledFER", "ADVERSARY_MODES", "disentangled_resnet18", "disentangled_tiny"]
 

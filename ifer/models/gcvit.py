@@ -4,7 +4,7 @@ Module and parameter names reproduce the official ``models/encoders/gc_vit.py`` 
 (itself NVlabs/GCVit v1, June 2022, adapted to 256 px), so official checkpoints load strictly. The code
 is a clean re-implementation; only the state-dict layout is shared.
 
-Three inherited GC ViT v1 bugs are reproduced exactly behind ``Quirks`` flags (``ifer.models.quirks``):
+Three inherited GC ViT v1 bugs are reproduced exactly behind ``Quirks`` flags (``ifer.core.quirks``):
 
 * ``channels_last_view`` (NVlabs/GCVit #13): the channels-last stage map is *reinterpreted* as NCHW with
   ``reshape(B, C, H, W)`` before the global-query generator. Fixed: ``permute(0, 3, 1, 2)``.
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from ifer.models.quirks import Quirks, get_quirks
+from ifer.core.quirks import Quirks, get_quirks
 from ifer.models.stylegan2 import EqualLinear
 
 __all__ = [

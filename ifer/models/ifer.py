@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ifer.core.loading import load_state_dict_strict, read_state_dict
 from ifer.models.asit import ASITEncoder, build_encoder
-from ifer.models.loading import load_state_dict_strict, read_state_dict
+from ifer.models.registry import register_model
 from ifer.models.stylegan2 import ModulatedConv2d
-from ifer.registry import register_model
 
 __all__ = ["IFER", "IFERLatentOnly", "soft_target_cross_entropy"]
 

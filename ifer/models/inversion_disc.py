@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ifer.models.quirks import Quirks, get_quirks
+from ifer.core.quirks import Quirks, get_quirks
+from ifer.models.registry import register_model
 from ifer.models.stylegan2 import BLUR_KERNEL, TINY_64_CHANNELS, channel_table, resblock_trunk
-from ifer.registry import register_model
 
 __all__ = ["InversionFeatureNet", "InversionDiscriminator"]
 

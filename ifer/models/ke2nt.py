@@ -29,8 +29,8 @@ from torch.nn import functional as F
 
 from ifer.losses.ke2nt import self_contrast_loss, transformation_loss
 from ifer.models.baselines import build_timm_backbone, classification_loss, hard_labels
+from ifer.models.registry import register_model
 from ifer.models.text_encoders import TextEncoder, build_text_encoder, cached_encode
-from ifer.registry import register_model
 
 __all__ = ["KE2NT", "RECIPE", "PROMPT_TEMPLATE", "CLASS_PHRASES", "class_prompts",
            "ke2nt_resnet18", "ke2nt_swin_t", "ke2nt_tiny"]

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ifer.models.loading import CheckpointError, load_state_dict_strict, read_checkpoint
-from ifer.registry import register_model
+from ifer.core.loading import CheckpointError, load_state_dict_strict, read_checkpoint
+from ifer.models.registry import register_model
 
 __all__ = [
     "upfirdn2d", "fused_leaky_relu", "FusedLeakyReLU", "ScaledLeakyReLU", "PixelNorm", "Blur", "Upsample",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ifer.registry import resolve_weights
+from ifer.core.weights import resolve_weights
 
 __all__ = [
     "TextEncoder", "ClipTextEncoder", "MiniLMTextEncoder", "PrecomputedTextEncoder", "build_text_encoder",

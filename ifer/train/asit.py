@@ -5,7 +5,7 @@ Per iteration (training/coach.py):
             L_D = MSE(D(x, x), +1) + MSE(D(x̂, x), -1).
   G step  - encoder in train mode (DropPath active); x̂, encoder features t_fea;
             L = 1.0 L2 + 0.8 LPIPS(alex) + 0.1 ID + 1e-4 L_adv + 0.01 L_dist.
-Quirks (``ifer/models/quirks.py``) choose between the released behaviour (no-grad adversarial term,
+Quirks (``ifer/core/quirks.py``) choose between the released behaviour (no-grad adversarial term,
 2-sample distribution loss, EMA key update inside every D forward) and the described one.
 
 Randomness is a function of (seed, step), so resuming from ``last.pt`` reproduces an uninterrupted run.
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ifer.models.quirks import Quirks, get_quirks
+from ifer.core.quirks import Quirks, get_quirks
 from ifer.train.checkpoint import check_finite, load_training_state, save_training_state
 from ifer.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_flag
 from ifer.train.logging import RunLogger

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ifer.models.loading import CheckpointError
+from ifer.core.loading import CheckpointError
 
 
 class NonFiniteLossError(RuntimeError):

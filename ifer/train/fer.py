@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from ifer.core.quirks import Quirks, get_quirks
 from ifer.eval.classify import predict
-from ifer.models.quirks import Quirks, get_quirks
 from ifer.train.checkpoint import check_finite, load_training_state, save_training_state
 from ifer.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_flag
 from ifer.train.logging import RunLogger

@@ -3,7 +3,7 @@
 Checkpoints are read with ``torch.load(weights_only=True)`` (plus an allow-list for the argparse
 ``Namespace`` that timm's CheckpointSaver pickles into the official IFER file) or from safetensors.
 
-    python -c "from ifer.models.loading import read_state_dict; print(len(read_state_dict('ckpt.pt')))"
+    python -c "from ifer.core.loading import read_state_dict; print(len(read_state_dict('ckpt.pt')))"
 """
 from __future__ import annotations
 

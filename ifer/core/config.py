@@ -4,8 +4,8 @@ Profiles are short diffs against ``ifer/configs/default.yaml`` (as dinov2's trai
 ``tiny`` runs on a 2-core CPU in minutes on SynthFER; ``paper`` is the published protocol on the
 real datasets. The resolved config is saved next to every output (``save_resolved``).
 
-    python -m ifer.config --profile tiny                  # print the resolved tiny config
-    python -m ifer.config --profile paper asit.train.steps=1000 --out /tmp/cfg.yaml
+    python -m ifer.core.config --profile tiny                  # print the resolved tiny config
+    python -m ifer.core.config --profile paper asit.train.steps=1000 --out /tmp/cfg.yaml
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 faithfully); ``mode="as_described"`` follows the paper and fixes the bugs. Code never tests a mode
 string: it reads the flag for the one behaviour it implements, e.g. ``quirks.global_query_batch_tiling``.
 
-    python -c "from ifer.models.quirks import get_quirks; print(get_quirks('as_released'))"
+    python -c "from ifer.core.quirks import get_quirks; print(get_quirks('as_released'))"
 """
 from __future__ import annotations
 
