@@ -63,9 +63,11 @@ def tests_gpu(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check over the package, tests, benchmarks and this file."""
+    """ruff check over the package, tests, benchmarks and this file; then the import contracts (pyproject.toml)."""
     _ensure_env(session)
-    session.run(str(PY), "-m", "ruff", "check", "ifer", "tests", "benchmark", "noxfile.py", external=True, env=_env())
+    session.run(str(PY), "-m", "ruff", "check", "ifer", "tests", "benchmark", "tools", "noxfile.py", external=True,
+                env=_env())
+    session.run(str(VENV / "bin" / "lint-imports"), external=True, env=_env())
 
 
 @nox.session
@@ -82,7 +84,13 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def reproduce(session: nox.Session) -> None:
-    """The main job: resolve the profile into params.yaml and run `dvc repro` (tiny by default; `-- paper`)."""
+    """The main job: resolve the profile into params.yaml, run `dvc repro` (tiny by default; `-- paper`), then
+    regenerate the README's results block from the fresh tiny results (`ifer readme`).
+
+    The README block is regenerated so that the test command passes after the main job (its README check
+    compares the block with results/tiny on disk); `git diff` then shows exactly what this run changed:
+    results/tiny, dvc.lock and the README block. The paper profile leaves the README alone: its block shows tiny.
+    """
     _ensure_env(session)
     profile = session.posargs[0] if session.posargs else "tiny"
     env = _env()
@@ -90,7 +98,33 @@ def reproduce(session: nox.Session) -> None:
     if not (ROOT / ".dvc").is_dir():
         session.run(str(VENV / "bin" / "dvc"), "init", "--quiet", external=True, env=env)
     session.run(str(VENV / "bin" / "dvc"), "repro", external=True, env=env)
-    session.log(f"tables, plots and provenance are in results/{profile}/")
+    if profile == "tiny":
+        session.run(str(PY), "-m", "ifer.cli", "readme", "--results", "results/tiny", "--readme", "README.md",
+                    external=True, env=env)
+    session.log(f"tables, plots and provenance are in results/{profile}/"
+                + ("; README results block regenerated from them" if profile == "tiny" else ""))
+
+
+@nox.session
+def regression(session: nox.Session) -> None:
+    """The CI regression check: the main job (a no-op when it already ran here), then `ifer compare` of its
+    results/tiny with the committed ones (git HEAD) within the stated statistical tolerance.
+
+    Fails only on a disagreement beyond the tolerance (a benign ISA/kernel difference passes). Part of the
+    README's test command (`nox -s tests regression`), so `.ci/run` runs it on every clean clone.
+    """
+    reproduce(session)
+    session.run(str(PY), "-m", "ifer.cli", "compare", "git:HEAD:results/tiny", "results/tiny",
+                external=True, env=_env())
+
+
+@nox.session
+def rehearse(session: nox.Session) -> None:
+    """Rehearse the paper protocol: miniature real-layout data + random upstream-format weights, `dvc repro`
+    of `paper` with only lengths shortened, in a scratch copy (.rehearsal/work). `-- DIR` picks the scratch dir."""
+    _ensure_env(session)
+    scratch = session.posargs[0] if session.posargs else ".rehearsal"
+    session.run(str(PY), "-m", "ifer.rehearsal", "run", "--scratch", scratch, external=True, env=_env())
 
 
 @nox.session

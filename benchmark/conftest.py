@@ -8,7 +8,6 @@ are written (``--throughput-dir`` changes the folder).
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import subprocess
 
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 from ifer.bench.throughput import ThroughputRecord, write_results
+from ifer.core.machine import cpu_name, isa_flags
 
 _RECORDS: list[ThroughputRecord] = []
 
@@ -37,17 +37,6 @@ def _nvidia_smi() -> list[dict]:
     return [dict(zip(keys, (v.strip() for v in line.split(",")))) for line in out.stdout.strip().splitlines()]
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Record what decides the numbers: torch/CUDA/cuDNN versions, GPUs and driver, CPU and threads."""
     machine_info["torch"] = torch.__version__
@@ -58,7 +47,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["gpus"] = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
                             if torch.cuda.is_available() else [])
     machine_info["nvidia_smi"] = _nvidia_smi()
-    machine_info["cpu_name"] = _cpu_name()
+    machine_info["cpu_name"] = cpu_name()
+    machine_info["isa_flags"] = isa_flags()
     machine_info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     machine_info["torch_threads"] = torch.get_num_threads()
     machine_info["os_cpu_count"] = os.cpu_count()

@@ -6,18 +6,18 @@ with the marker::
     pytest benchmark/ -m paper
 
 Each (method, dataset, metric) with a published value must lie within ``report.verdict_tolerance`` of
-the profile's resolved config. A check skips, saying why, when the profile is ``tiny`` (SynthFER has no
+the profile's resolved config, judged by ``ifer.report.reference.check`` (the same code the unit tests
+prove can fail: tests/test_reference.py). A check skips, saying why, when the profile is ``tiny`` (SynthFER has no
 published values), when the reference value is unknown, or when the results are absent.
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 
-from ifer.report.reference import load_reference, lookup
+from ifer.report.reference import check_summary, load_reference, unmatched_names
 from ifer.report.tables import PERCENT_METRICS, REFERENCE_NAMES, summarise
 
 pytestmark = pytest.mark.paper
@@ -51,10 +51,6 @@ def _rows(profile: str, kind: str) -> list[dict]:
             if isinstance(value, (int, float)) and not isinstance(value, bool)]
 
 
-def _known(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
 @pytest.mark.parametrize("kind", ["inversion", "fer"])
 @pytest.mark.parametrize("profile", PROFILES)
 def test_matches_paper(profile, kind):
@@ -63,23 +59,10 @@ def test_matches_paper(profile, kind):
     rows = _rows(profile, kind)
     tolerances = _tolerances(profile)
     reference = load_reference()
-    checked, unknown, failures = [], [], []
-    for r in summarise(rows).to_dict("records"):
-        ref = lookup(reference, REFERENCE_NAMES.get(r["method"], r["method"]), r["dataset"], r["metric"])
-        if ref is None or not _known(ref["value"]):
-            why = "no reference entry" if ref is None else ref.get("why_empty")
-            unknown.append(f"{r['method']}/{r['dataset']}/{r['metric']} ({why})")
-            continue
-        scale = 100.0 if r["metric"] in PERCENT_METRICS else 1.0
-        got, paper = r["mean"] * scale, float(ref["value"])
-        tol = tolerances.get(r["metric"])
-        if tol is None:
-            unknown.append(f"{r['method']}/{r['dataset']}/{r['metric']} (no tolerance in report.verdict_tolerance)")
-            continue
-        checked.append(r["metric"])
-        if abs(got - paper) > tol:
-            failures.append(f"{r['method']} {r['dataset']} {r['metric']}: reproduced {got:.4g} vs paper {paper:.4g} "
-                            f"(|delta| {abs(got - paper):.4g} > tolerance {tol:g}; {ref['citation']})")
+    assert not unmatched_names(reference, tolerances), unmatched_names(reference, tolerances)
+    checks = check_summary(summarise(rows), tolerances, reference, names=REFERENCE_NAMES, percent=PERCENT_METRICS)
+    failures = [c.line() for c in checks if c.status == "fail"]
     assert not failures, "\n".join(failures)
-    if not checked:
-        pytest.skip("reference value unknown for every reproduced metric: " + "; ".join(unknown))
+    if not any(c.status == "pass" for c in checks):
+        pytest.skip("reference value unknown for every reproduced metric: "
+                    + "; ".join(c.line() for c in checks if c.status == "unknown"))

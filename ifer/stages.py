@@ -33,8 +33,33 @@ def results_root(cfg: Config) -> Path:
     return Path(cfg.paths.results) / cfg.profile
 
 
-def asit_dir(cfg: Config) -> Path:
-    return run_root(cfg) / "asit"
+def asit_seeds(cfg: Config) -> list[int]:
+    """Seeds of the ASIT runs (``asit_seeds``; the base ``seed`` when unset)."""
+    return [int(s) for s in (cfg.get("asit_seeds") or [cfg.seed])]
+
+
+def asit_seed_for(cfg: Config, fer_seed: int) -> int:
+    """The ASIT run that IFER seed ``s`` starts from: ``asit_seeds[s % len(asit_seeds)]``."""
+    seeds = asit_seeds(cfg)
+    return seeds[int(fer_seed) % len(seeds)]
+
+
+def with_seed(cfg: Config, seed: int) -> Config:
+    """``cfg`` with the base ``seed`` replaced: an ASIT run (and everything built from it) is keyed by ``seed``."""
+    return Config({**cfg, "seed": int(seed)})
+
+
+def asit_dir(cfg: Config, seed: int | None = None) -> Path:
+    return run_root(cfg) / "asit" / f"seed{cfg.seed if seed is None else int(seed)}"
+
+
+def inversion_dir(cfg: Config, seed: int | None = None) -> Path:
+    return run_root(cfg) / "inversions" / f"seed{cfg.seed if seed is None else int(seed)}"
+
+
+def inputs_dir(cfg: Config) -> Path:
+    """Fingerprints of the real datasets and weight files (``fingerprint_inputs``); dvc.yaml's deps point here."""
+    return run_root(cfg) / "inputs"
 
 
 def fer_run_dir(cfg: Config, method: str, dataset: str, seed: int) -> Path:
@@ -60,22 +85,196 @@ def _set_threads(cfg: Config) -> None:
         torch.set_num_threads(int(cfg.threads))
 
 
+# ---------------------------------------------------------------------------------------------- inputs
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def fingerprint_dataset(cfg: Config, name: str) -> dict:
+    """What identifies a dataset's bytes, cheaply enough to run on every ``dvc repro``.
+
+    SynthFER: its manifest (sha256 of every file). A real dataset: every file's relative path and size, and the
+    sha256 of every non-image file (labels, CSVs, partition lists), so relabelling or swapping images is seen
+    without reading hundreds of thousands of JPEGs.
+    """
+    import hashlib
+
+    from ifer.core.io import is_image_file
+    from ifer.data.build import FER_DATASETS, dataset_root
+
+    root = dataset_root(cfg, name)
+    entry = {"dataset": name, "root": str(root)}
+    if FER_DATASETS.get(name, (name, {}))[0] == "synthfer":
+        manifest = root / "manifest.json"
+        return {**entry, "sha256": _file_sha256(manifest) if manifest.is_file() else "missing"}
+    if not root.is_dir():
+        return {**entry, "status": "missing"}
+    h, n = hashlib.sha256(), 0
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        rel = p.relative_to(root).as_posix()
+        h.update(f"{rel}\t{p.stat().st_size}\t{'' if is_image_file(p) else _file_sha256(p)}\n".encode())
+        n += 1
+    return {**entry, "n_files": n, "sha256": h.hexdigest()}
+
+
+def _used_weights(cfg: Config) -> dict[str, dict[str, str | None]]:
+    """The weight-file keys each consumer really reads under ``cfg`` (an unused key is not a dependency)."""
+    a, e = cfg.asit, cfg.eval
+    asit = {}
+    if not a.train_decoder:
+        asit["asit.stylegan_weights"] = a.stylegan_weights
+    if a.lambdas.lpips > 0 and a.perceptual != "none":
+        asit["asit.lpips_backbone"] = a.lpips_backbone
+    if a.lambdas.id > 0 and a.id_embedder != "none":
+        asit["asit.id_weights"] = a.id_weights
+    ev = {}
+    if "lpips" in e.inversion_metrics:
+        ev["asit.lpips_backbone"] = a.lpips_backbone
+    if "id_sim" in e.inversion_metrics and e.id_embedder != "none":
+        ev["eval.id_weights"] = e.get("id_weights")
+    if "fid" in e.inversion_metrics:
+        ev["eval.inception_weights"] = e.get("inception_weights")
+    return {"asit_weights": asit, "eval_weights": ev}
+
+
+def stage_fingerprint_inputs(cfg: Config) -> dict[str, Path]:
+    """One JSON per input role under ``runs/<profile>/inputs/``; downstream DVC stages depend on these files.
+
+    DVC runs this stage on every ``repro`` (``always_changed``) and rewrites only the content, so replacing a
+    dataset or a weight file reruns exactly the stages that read it, while absent optional inputs (a clean
+    clone with SynthFER only) still give a valid file to depend on.
+
+        python -m ifer.cli fingerprint-inputs --params params.yaml
+    """
+    out = inputs_dir(cfg)
+    files = {"inversion_train": fingerprint_dataset(cfg, cfg.data.inversion.train),
+             "inversion_test": fingerprint_dataset(cfg, cfg.data.inversion.test),
+             **{f"fer_{d}": fingerprint_dataset(cfg, d) for d in cfg.data.fer.datasets}}
+    for role, keys in _used_weights(cfg).items():
+        files[role] = {k: ({"path": v, "sha256": _file_sha256(Path(v))} if v and Path(v).is_file()
+                           else {"path": v, "status": "missing"}) for k, v in keys.items()}
+    return {role: write_json(out / f"{role}.json", content) for role, content in files.items()}
+
+
+def stage_fer_init(cfg: Config) -> dict[str, Path]:
+    """``runs/<profile>/fer_init/<method>_seed<s>.json``: what each FER run starts from.
+
+    IFER (``ifer.init: asit``) records the sha256 of the ASIT checkpoint of seed ``asit_seeds[s % n]``; the other
+    methods start from scratch, so their file never changes and retraining ASIT does not retrain them.
+
+        python -m ifer.cli fer-init --params params.yaml
+    """
+    written = {}
+    for method in cfg.methods:
+        for seed in cfg.seeds:
+            spec = cfg.fer_methods[method]
+            info = {"method": method, "seed": seed, "init": spec.get("init", "scratch")}
+            weights = (spec.get("kwargs") or {}).get("pretrained_path")
+            if weights:  # e.g. the ImageNet ResNet-18 of `paper`: record which file the run starts from
+                info = {**info, "weights": str(weights),
+                        "sha256": _file_sha256(Path(weights)) if Path(weights).is_file() else "missing"}
+            if method == "ifer" and cfg.ifer.init == "asit":
+                k = asit_seed_for(cfg, seed)
+                ckpt = asit_dir(cfg, k) / "asit_best.pt"
+                info = {**info, "init": "asit", "asit_seed": k, "checkpoint": str(ckpt),
+                        "sha256": _file_sha256(ckpt) if ckpt.is_file() else "missing"}
+            written[f"{method}_seed{seed}"] = write_json(run_root(cfg) / "fer_init" / f"{method}_seed{seed}.json", info)
+    return written
+
+
+def _code_digest() -> str:
+    import hashlib
+
+    import ifer
+
+    h = hashlib.sha256()
+    for p in sorted(Path(ifer.__file__).parent.rglob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def prepare_run_dir(out: Path, identity: dict, finished_marker: str, info: DistInfo,
+                    keep_changed: bool = False, resume: bool = True) -> bool:
+    """Decide what happens to a persisted run folder before training; True when it is kept for a resume.
+
+    dvc.yaml marks training outputs ``persist: true`` so that ``last.pt`` survives a killed ``dvc repro``; DVC
+    then also keeps them when it reruns a stage because a param, an input or the code changed. The policy:
+
+    - finished run (``finished_marker`` present), no ``last.pt``, or ``--no-resume``: wiped, the run starts fresh;
+    - unfinished run, same config and inputs: kept and resumed (a code-only change is logged, not refused: a
+      bug fix elsewhere must not throw away days of training);
+    - unfinished run whose config or inputs changed: refused with one line naming the differing keys
+      (``ResumeMismatchError``), unless ``keep_changed`` (``--resume-override``). Nothing is deleted.
+    """
+    import hashlib
+    import shutil
+
+    from ifer.train.checkpoint import ResumeMismatchError
+    from ifer.train.distributed import barrier
+
+    record = {"config": identity, "code": _code_digest()}
+    key = hashlib.sha256(json.dumps(record, sort_keys=True, default=_json_default).encode()).hexdigest()
+    key_file = out / "run_key.json"
+    old = json.loads(key_file.read_text()) if key_file.is_file() else {}
+    unfinished = (out / "last.pt").exists() and not (out / finished_marker).exists()
+    changed = _differing_keys(old.get("config"), json.loads(json.dumps(identity, default=_json_default)))
+    keep = resume and unfinished and bool(old)
+    if keep and changed and not keep_changed:
+        raise ResumeMismatchError(
+            f"{out}: an unfinished run was started with other settings ({', '.join(changed[:6])}"
+            f"{', ...' if len(changed) > 6 else ''}); resume with `--resume-override`, or start over with "
+            f"`--no-resume` (or delete {out})")
+    barrier(info)  # every rank has read the old key before rank 0 rewrites it
+    if info.is_main:
+        if keep and old.get("code") != record["code"]:
+            log.warning("%s: the code changed since this run started; resuming it anyway (--no-resume restarts)", out)
+        if not keep and out.exists():
+            log.info("%s: %s; starting fresh", out, "finished run" if (out / finished_marker).exists()
+                     else "no resumable state" if resume else "--no-resume")
+            shutil.rmtree(out)
+        write_json(key_file, {"key": key, **json.loads(json.dumps(record, default=_json_default))})
+    barrier(info)
+    return keep
+
+
+def _differing_keys(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts (``None`` old = nothing recorded)."""
+    if old is None:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _differing_keys(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".") or "<root>"]
+
+
+def _run_identity(cfg: Config, *input_files: Path, sections: tuple[str, ...] = ()) -> dict:
+    """What a training run depends on: the named config sections (dotted paths) and the input fingerprints.
+
+    Only the sections a stage reads count, so changing e.g. ``report.*`` never blocks the resume of a run."""
+    conf = cfg.to_dict()
+    picked = {}
+    for dotted in sections:
+        node = conf
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        picked[dotted] = node
+    return {"config": picked if sections else conf,
+            "inputs": {str(p): (p.read_text() if p.is_file() else None) for p in input_files}}
+
+
 # ---------------------------------------------------------------------------------------------- ASIT
 def build_asit(cfg: Config, for_training: bool = True):
     """The ASIT network + inversion discriminator + losses, as configured (weights from user paths only)."""
-    from ifer.core.weights import resolve_weights
-    from ifer.models.registry import create_model
+    from ifer.models.registry import build_from_config, create_model
     from ifer.train.asit import ASITLosses
 
     a = cfg.asit
-    # resolve user files before building a 265M-parameter model, so a missing file fails in milliseconds
-    decoder_file = None if a.train_decoder else resolve_weights("stylegan2_ffhq_256_rosinality", a.stylegan_weights)
-    net = create_model(a.model, mode=a.mode, train_decoder=a.train_decoder,
-                       start_from_latent_avg=a.start_from_latent_avg)
-    if decoder_file is not None:
-        net.load_decoder(decoder_file)
-    if net.latent_avg is None:
-        net.init_latent_avg(a.latent_avg_samples, seed=cfg.seed)
+    net = build_from_config(a, seed=cfg.seed)
     disc = create_model(a.discriminator, quirks=a.mode) if for_training else None
     perceptual = identity = None
     if for_training and a.lambdas.lpips > 0 and a.perceptual != "none":
@@ -91,23 +290,29 @@ def build_asit(cfg: Config, for_training: bool = True):
     return net, disc, losses
 
 
-def stage_train_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_after_steps: int | None = None):
+def stage_train_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_after_steps: int | None = None,
+                     resume_override: bool = False):
     from ifer.data.build import inversion_datasets
     from ifer.train.asit import train_asit
+    from ifer.train.checkpoint import load_trained_weights
 
     _set_threads(cfg)
     torch.manual_seed(cfg.seed)
     net, disc, losses = build_asit(cfg)
     train_set, val_set, _ = inversion_datasets(cfg)
     out = asit_dir(cfg)
+    inputs = inputs_dir(cfg)
+    prepare_run_dir(out, _run_identity(cfg, inputs / "inversion_train.json", inputs / "asit_weights.json",
+                                       sections=("seed", "asit", "data.inversion", "data.synthfer")),
+                    "asit_best.pt", info, keep_changed=resume_override, resume=resume)
     if info.is_main:
         save_resolved(cfg, out / "config.yaml")
     summary = train_asit(net, disc, losses, train_set, val_set, cfg.asit.train, out, info=info, seed=cfg.seed,
                          quirks=cfg.asit.mode, use_struct=cfg.asit.use_struct, num_workers=cfg.data.num_workers,
-                         resume=resume, stop_after_steps=stop_after_steps)
+                         resume=resume, stop_after_steps=stop_after_steps, model_name=cfg.asit.model,
+                         resume_override=resume_override)
     if info.is_main and summary is not None:
-        best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(best["net"])
+        best = load_trained_weights(net, out / "best.pt", "net")
         net.save_checkpoint(out / "asit_best.pt", opts={"profile": cfg.profile, "model": cfg.asit.model, "step": best["step"]})
         write_json(out / "summary.json", summary)
     return summary
@@ -116,28 +321,40 @@ def stage_train_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_afte
 # ---------------------------------------------------------------------------------------------- inversion
 @torch.no_grad()
 def stage_invert(cfg: Config, info: DistInfo):
-    """Encode and decode every test image; save source and reconstruction PNGs under the same file names."""
-    from torch.utils.data import DataLoader
+    """Encode and decode every test image; save source and reconstruction PNGs under the same file names.
 
+    Under torchrun each rank inverts its own shard (``ifer.eval.shard``); the images of every batch are gathered
+    and rank 0 alone writes them. Output: ``runs/<profile>/inversions/seed<seed>/{source,recon}``.
+    """
     from ifer.data.build import inversion_datasets, save_png
+    from ifer.eval.shard import gather_objects, shard, steps_for
 
     _set_threads(cfg)
     net, _, _ = build_asit(cfg, for_training=False)
     net.load_checkpoint(asit_dir(cfg) / "asit_best.pt")
     net.to(info.device).eval()
     *_, test_set = inversion_datasets(cfg, with_names=True)
-    out = run_root(cfg) / "inversions"
-    loader = DataLoader(test_set, batch_size=cfg.asit.invert.batch_size, shuffle=False, drop_last=False)
+    out = inversion_dir(cfg)
+    local, _ = shard(test_set, info)
+    bs = cfg.asit.invert.batch_size
     n = 0
-    for x, names in loader:
-        y_hat = net(x.to(info.device), use_struct=_decode_with_struct(cfg), randomize_noise=cfg.asit.invert.randomize_noise)
-        for img_src, img_rec, name in zip(x, y_hat.cpu(), names):
-            save_png(img_src, out / "source" / f"{name}.png")
-            save_png(img_rec, out / "recon" / f"{name}.png")
-            n += 1
+    for b in range(steps_for(len(local), bs, info)):
+        items = [local[i] for i in range(b * bs, min((b + 1) * bs, len(local)))]
+        batch = []
+        if items:
+            x = torch.stack([x for x, _ in items])
+            y_hat = net(x.to(info.device), use_struct=_decode_with_struct(cfg), randomize_noise=cfg.asit.invert.randomize_noise)
+            batch = list(zip(x, y_hat.cpu(), [name for _, name in items]))
+        for part in gather_objects(batch, info):
+            for img_src, img_rec, name in part:
+                if info.is_main:
+                    save_png(img_src, out / "source" / f"{name}.png")
+                    save_png(img_rec, out / "recon" / f"{name}.png")
+                n += 1
     if n != len(test_set):
         raise RuntimeError(f"inverted {n} of {len(test_set)} test images")
-    save_resolved(cfg, out / "config.yaml")
+    if info.is_main:
+        save_resolved(cfg, out / "config.yaml")
     return n
 
 
@@ -148,30 +365,54 @@ def _decode_with_struct(cfg: Config) -> bool:
     return cfg.asit.use_struct and not get_quirks(cfg.asit.mode).inference_without_struct
 
 
-def stage_eval_inversion(cfg: Config):
-    """Inversion metrics for ASIT and for the mean-image baseline (every test image reconstructed as the train mean)."""
-    from ifer.data.build import inversion_datasets, mean_image, save_png
-    from ifer.metrics.inversion import evaluate_inversion
+def stage_eval_inversion(cfg: Config, info: DistInfo):
+    """Inversion metrics of every ASIT seed and of the mean-image baseline (each test image reconstructed as the
+    train mean), on ``info.device``, sharded across ranks; rank 0 writes ``inversion_metrics.json``.
 
-    inv = run_root(cfg) / "inversions"
+    ``methods.asit`` is the mean over ASIT seeds (``per_seed`` and ``rows`` keep each seed); the baseline is
+    deterministic and recorded once, under the first ASIT seed. ID similarity uses ``eval.id_embedder`` with ``eval.id_weights``, FID ``eval.inception_weights``.
+    """
+    from ifer.data.build import inversion_datasets, mean_image, save_png
+    from ifer.eval.inversion import evaluate_inversion_sharded
+    from ifer.train.distributed import barrier
+
+    _set_threads(cfg)
     metrics = list(cfg.eval.inversion_metrics)
     kwargs = {"lpips_backbone": cfg.asit.lpips_backbone, "id_embedder": cfg.eval.id_embedder,
-              "id_weights": cfg.asit.id_weights}
-    asit = evaluate_inversion(inv / "recon", inv / "source", metrics=metrics, **kwargs)
-    train_set, _, test_set = inversion_datasets(cfg, with_names=True, augment=False)
-    mean = mean_image(train_set)
+              "id_weights": cfg.eval.get("id_weights"), "inception_weights": cfg.eval.get("inception_weights"),
+              "device": info.device}
+    seeds = asit_seeds(cfg)
+    per_seed = {s: evaluate_inversion_sharded(inversion_dir(cfg, s) / "recon", inversion_dir(cfg, s) / "source",
+                                              metrics, info, **kwargs) for s in seeds}
+    first = inversion_dir(cfg, seeds[0])
     base_dir = run_root(cfg) / "inversions" / "mean_image"
-    for p in sorted((inv / "source").glob("*.png")):
-        save_png(mean, base_dir / p.name)
-    baseline = evaluate_inversion(base_dir, inv / "source", metrics=metrics, **kwargs)
-    res = results_root(cfg)
+    if info.is_main:
+        train_set, _, _ = inversion_datasets(cfg, with_names=True, augment=False)
+        mean = mean_image(train_set)
+        for p in sorted((first / "source").glob("*.png")):
+            save_png(mean, base_dir / p.name)
+    barrier(info)
+    baseline = evaluate_inversion_sharded(base_dir, first / "source", metrics, info, **kwargs)
+    if not info.is_main:
+        return None
+    dataset = cfg.data.inversion.test
+    rows = [{"method": "asit", "dataset": dataset, "metric": k, "seed": s, "value": v}
+            for s, r in per_seed.items() for k, v in r["summary"].items() if is_finite_number(v)]
+    rows += [{"method": "mean_image_baseline", "dataset": dataset, "metric": k, "seed": seeds[0], "value": v}
+             for k, v in baseline["summary"].items() if is_finite_number(v)]
+    asit_mean = {}
+    for k, v in per_seed[seeds[0]]["summary"].items():
+        vals = [r["summary"][k] for r in per_seed.values()]
+        asit_mean[k] = sum(vals) / len(vals) if all(is_finite_number(x) for x in vals) else v
     payload = {
-        "dataset": cfg.data.inversion.test, "split": "test", "n_images": asit["n_images"],
-        "methods": {"asit": asit["summary"], "mean_image_baseline": baseline["summary"]},
-        "protocol": asit["protocol"], "mode": cfg.asit.mode,
+        "dataset": dataset, "split": "test", "n_images": per_seed[seeds[0]]["n_images"], "asit_seeds": seeds,
+        "methods": {"asit": asit_mean, "mean_image_baseline": baseline["summary"]},
+        "per_seed": {str(s): r["summary"] for s, r in per_seed.items()}, "rows": rows,
+        "protocol": per_seed[seeds[0]]["protocol"], "mode": cfg.asit.mode,
     }
+    res = results_root(cfg)
     write_json(res / "inversion_metrics.json", payload)
-    _inversion_grid(inv, res / "plots" / "inversion_grid.png")
+    _inversion_grid(first, res / "plots" / "inversion_grid.png")
     return payload
 
 
@@ -188,18 +429,20 @@ def _inversion_grid(inv: Path, path: Path, n: int = 8) -> None:
 # ---------------------------------------------------------------------------------------------- FER
 def build_fer_model(cfg: Config, method: str, num_classes: int):
     """The FER model of ``method`` (ifer initialised from the trained ASIT encoder unless ifer.init=scratch)."""
-    from ifer.models.registry import create_model
+    from ifer.models.registry import build_from_config
 
-    spec = cfg.fer_methods[method]
-    kwargs = dict(spec.get("kwargs", {}))
-    model = create_model(spec.model, num_classes=num_classes, **kwargs)
-    if method == "ifer" and cfg.ifer.init == "asit":
-        model.load_asit_encoder(asit_dir(cfg) / "asit_best.pt")
+    init = asit_dir(cfg) / "asit_best.pt" if cfg.ifer.init == "asit" else None
+    model = build_from_config(cfg.fer_methods[method], num_classes=num_classes, mode=cfg.ifer.mode,
+                              init_checkpoint=init)
+    if hasattr(model, "method_label"):  # KE2NT: only the paper's CLIP text encoder may report as `ke2nt`
+        from ifer.models.ke2nt import check_method_name
+
+        check_method_name(method, model.text_encoder_name)
     return model
 
 
 def stage_train_fer(cfg: Config, info: DistInfo, methods=None, datasets=None, seeds=None, resume: bool = True,
-                    stop_after_epochs: int | None = None):
+                    stop_after_epochs: int | None = None, resume_override: bool = False):
     from ifer.data.build import fer_datasets
     from ifer.train.fer import train_fer
 
@@ -211,8 +454,15 @@ def stage_train_fer(cfg: Config, info: DistInfo, methods=None, datasets=None, se
             splits = fer_datasets(cfg, dataset, recipe)
             for seed in seeds or cfg.seeds:
                 torch.manual_seed(seed)
-                model = build_fer_model(cfg, method, splits.num_classes)
+                # IFER seed s starts from ASIT seed asit_seeds[s % n] (the ASIT run keyed by the base seed)
+                model = build_fer_model(with_seed(cfg, asit_seed_for(cfg, seed)), method, splits.num_classes)
                 out = fer_run_dir(cfg, method, dataset, seed)
+                prepare_run_dir(out, {**_run_identity(cfg, inputs_dir(cfg) / f"fer_{dataset}.json",
+                                                      run_root(cfg) / "fer_init" / f"{method}_seed{seed}.json",
+                                                      sections=(f"fer_methods.{method}", "ifer", "data.fer",
+                                                                "data.synthfer")),
+                                      "run": [method, dataset, seed]}, "result.json", info,
+                                keep_changed=resume_override, resume=resume)
                 if info.is_main:
                     save_resolved(cfg, out / "config.yaml")
                     write_json(out / "protocol.json", splits.protocol)
@@ -220,7 +470,9 @@ def stage_train_fer(cfg: Config, info: DistInfo, methods=None, datasets=None, se
                                 quirks=cfg.ifer.mode if method == "ifer" else "as_described",
                                 model_selection=cfg.data.fer.model_selection, num_classes=splits.num_classes,
                                 eval_batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
-                                resume=resume, stop_after_epochs=stop_after_epochs)
+                                resume=resume, stop_after_epochs=stop_after_epochs,
+                                model_name=cfg.fer_methods[method].model,
+                                config_section=f"fer_methods.{method}.train", resume_override=resume_override)
                 if run is not None:
                     write_json(out / "result.json", {"method": method, "dataset": dataset, "seed": seed,
                                                      "best_epoch": run.best_epoch, "selection": run.selection_split,
@@ -232,25 +484,38 @@ def stage_train_fer(cfg: Config, info: DistInfo, methods=None, datasets=None, se
 def stage_eval_fer(cfg: Config, info: DistInfo):
     """Re-score every selected checkpoint on its test split; add the identity linear probe on SynthFER."""
     from ifer.data.build import fer_datasets
-    from ifer.eval.classify import predict
+    from ifer.eval.classify import predict_sharded
     from ifer.eval.probe import identity_probe
     from ifer.metrics.fer import fer_metrics
     from ifer.report.plots import confusion_matrix_plot
+    from ifer.report.provenance import write_stage_provenance
+    from ifer.report.stats import image_ids, write_predictions
+    from ifer.train.checkpoint import load_trained_weights
 
     _set_threads(cfg)
     rows, runs = [], []
     res = results_root(cfg)
+    predictions: dict[str, dict] = {}  # per dataset: image ids, labels, predicted class per method/seed
     for method in cfg.methods:
         recipe = cfg.fer_methods[method].train
         for dataset in cfg.data.fer.datasets:
             splits = fer_datasets(cfg, dataset, recipe, eval_only=True)
+            per_ds = predictions.setdefault(dataset, {"image_ids": image_ids(splits.test), "runs": {}})
+            confusions = []
             for seed in cfg.seeds:
                 out = fer_run_dir(cfg, method, dataset, seed)
-                model = build_fer_model(cfg, method, splits.num_classes)
-                model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
+                model = build_fer_model(with_seed(cfg, asit_seed_for(cfg, seed)), method, splits.num_classes)
+                load_trained_weights(model, out / "best.pt", "model")
                 model.to(info.device)
-                pred = predict(model, splits.test, cfg.eval.batch_size, info.device, features=splits.identities is not None)
+                # each rank scores its shard; all get every prediction once, in order; rank 0 alone scores and writes
+                pred = predict_sharded(model, splits.test, cfg.eval.batch_size, info.device, info,
+                                       features=splits.identities is not None)
+                if not info.is_main:
+                    continue
                 m = fer_metrics(pred["logits"], pred["labels"], splits.num_classes)
+                per_ds["labels"] = pred["labels"].tolist()
+                per_ds["runs"].setdefault(method, {})[str(seed)] = pred["logits"].argmax(1).tolist()
+                confusions.append(m["confusion_matrix"])
                 run = {"method": method, "dataset": dataset, "seed": seed, "test": m,
                        "selection": cfg.data.fer.model_selection, "protocol": splits.protocol}
                 if splits.identities is not None:
@@ -258,47 +523,67 @@ def stage_eval_fer(cfg: Config, info: DistInfo):
                 runs.append(run)
                 for metric in cfg.eval.fer_metrics:
                     rows.append({"method": method, "dataset": dataset, "metric": metric, "seed": seed, "value": m[metric]})
-                if seed == cfg.seeds[0]:
-                    confusion_matrix_plot(m["confusion_matrix"], splits.class_names,
-                                          res / "plots" / "confusion" / f"{method}_{dataset}.png",
-                                          f"{method} on {dataset} (seed {seed}, test)")
+            if not info.is_main:
+                continue
+            mean_cm = torch.tensor(confusions, dtype=torch.float64).mean(0).tolist()
+            confusion_matrix_plot(mean_cm, splits.class_names, res / "plots" / "confusion" / f"{method}_{dataset}.png",
+                                  f"{method} on {dataset} (test, mean over seeds {list(cfg.seeds)})")
+    if not info.is_main:
+        return None
     payload = {"runs": runs, "rows": rows, "chance_accuracy": {d: None for d in cfg.data.fer.datasets}}
     for d in cfg.data.fer.datasets:
         payload["chance_accuracy"][d] = 1.0 / fer_datasets(cfg, d, cfg.fer_methods[cfg.methods[0]].train, eval_only=True).num_classes
     write_json(res / "fer_metrics.json", payload)
+    for dataset, per_ds in predictions.items():
+        write_predictions(res / "predictions" / f"{dataset}.json", per_ds)
+    write_stage_provenance(res, "eval_fer", cfg.to_dict(), cfg.seeds, name="provenance_eval_fer.json",
+                           dataset_fingerprints={d: {"digest": p.get("digest")} for d, p in
+                                                 ((r["dataset"], r["protocol"]) for r in runs)})
     return payload
 
 
 # ---------------------------------------------------------------------------------------------- report
 def stage_report(cfg: Config):
-    """Comparison tables (Markdown + CSV), training-curve plots and provenance in results/<profile>/."""
+    """Tables (Markdown + CSV): paper vs reproduced with 95% intervals, per-class accuracy, pairwise significance,
+    identity probe; training-curve plots; provenance (this machine plus every stage's own record)."""
     from ifer.data.build import dataset_fingerprints
+    from ifer.report import tables as t
     from ifer.report.plots import training_curves
-    from ifer.report.provenance import collect
-    from ifer.report.tables import compare, summarise, write_tables
+    from ifer.report.provenance import collect, collect_stage_records
+    from ifer.report.stats import load_correctness, pairwise_table
     from ifer.train.logging import read_log
 
     res = results_root(cfg)
     tol = cfg.report.verdict_tolerance.to_dict()
     written = []
     inv = json.loads((res / "inversion_metrics.json").read_text())
-    inv_rows = []
-    for method, summary in inv["methods"].items():
-        for metric, value in summary.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                inv_rows.append({"method": method, "dataset": inv["dataset"], "metric": metric, "seed": cfg.seed, "value": value})
-    written += write_tables(compare(summarise(inv_rows), tol), res, "inversion_comparison",
-                            f"Inversion ({inv['dataset']} test, {inv['n_images']} images, profile {cfg.profile})")
+    inv_rows = t.inversion_rows(inv, default_seed=cfg.seed)
+    n_asit = len({r["seed"] for r in inv_rows if r["method"] == "asit"})
+    written += t.write_tables(t.compare(t.summarise(inv_rows), tol), res, "inversion_comparison",
+                              f"Inversion ({inv['dataset']} test, {inv['n_images']} images, {n_asit} ASIT seed(s), "
+                              f"profile {cfg.profile})")
     fer = json.loads((res / "fer_metrics.json").read_text())
-    written += write_tables(compare(summarise(fer["rows"]), tol), res, "fer_comparison",
-                            f"FER (test split, selection on {cfg.data.fer.model_selection}, profile {cfg.profile})")
+    written += t.write_tables(t.compare(t.summarise(fer["rows"]), tol), res, "fer_comparison",
+                              f"FER (test split, selection on {cfg.data.fer.model_selection}, profile {cfg.profile})")
+    label_order = next((r["protocol"].get("label_order") for r in fer["runs"] if r["protocol"].get("label_order")), None)
+    if fer["runs"]:
+        names = label_order or [str(c) for c in range(len(fer["runs"][0]["test"]["per_class_accuracy"]))]
+        written += t.write_per_class(t.per_class_table(fer["runs"], names), names, res, "fer_per_class",
+                                     f"FER per-class accuracy (test split, profile {cfg.profile})")
+    sig_rows = []
+    for dataset in cfg.data.fer.datasets:
+        pred_file = res / "predictions" / f"{dataset}.json"
+        if pred_file.is_file():
+            correct, _ = load_correctness(pred_file)
+            sig_rows += [{"dataset": dataset, **r} for r in pairwise_table(correct, seed=cfg.seed)]
+    if sig_rows:
+        written += t.write_significance(t.significance_table(sig_rows), res, "fer_significance",
+                                        f"FER pairwise comparisons (accuracy, test split, profile {cfg.profile})")
     probe = [{"method": r["method"], "dataset": r["dataset"], "seed": r["seed"], **r["identity_probe"]}
              for r in fer["runs"] if "identity_probe" in r]
     if probe:
-        import pandas as pd
-
-        pd.DataFrame(probe).to_csv(res / "identity_probe.csv", index=False)
-        written.append(res / "identity_probe.csv")
+        written += t.write_probe(probe, res, "identity_probe",
+                                 "Identity information in the expression features (linear probe, SynthFER test identities)")
     # training curves
     asit_log = read_log(asit_dir(cfg) / "log.jsonl", "train")
     if asit_log:
@@ -315,8 +600,10 @@ def stage_report(cfg: Config):
     if series:
         training_curves(series, res / "plots" / "curves" / "fer_selection_accuracy.png",
                         f"FER {cfg.data.fer.model_selection} accuracy per epoch (seed {cfg.seeds[0]})", xlabel="epoch")
+    # the report machine is not the training machine: keep every stage's own record beside this one
     prov = collect(cfg.to_dict(), dataset_fingerprints(cfg), cfg.seeds,
-                   extra={"outputs": sorted(str(p) for p in written)})
+                   extra={"outputs": sorted(str(p) for p in written),
+                          "stages": collect_stage_records(res, run_root(cfg))})
     write_json(res / "provenance.json", prov)
     save_resolved(cfg, res / "config.yaml")
     return written

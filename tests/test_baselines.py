@@ -6,7 +6,8 @@ import torch
 
 import ifer
 from ifer.core.loading import CheckpointError
-from ifer.models.baselines import GradualStyleEncoder, build_timm_backbone
+from ifer.models.baselines import build_timm_backbone
+from ifer.models.psp import GradualStyleEncoder
 from tests.toy import overfit_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,8 +76,6 @@ def test_psp_tiny_forward_and_checkpoint(tmp_path):
 
 
 def test_gcvit_asit_code_classifier():
-    if "asit_encoder_tiny" not in ifer.list_models():
-        pytest.skip("ifer.models.asit does not register asit_encoder_tiny yet")
     m = ifer.create_model("fer_gcvit_asit_tiny")
     x = torch.randn(2, 3, 64, 64)
     assert m(x).shape == (2, 7) and m.expression_features(x).shape == (2, 128)

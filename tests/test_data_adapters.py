@@ -24,6 +24,7 @@ from ifer.data import (
     LabelFileError,
     make_loader,
 )
+from ifer.data.common import BAD_IMAGES
 from ifer.data.labels import EXPRESSIONS_7, EXPRESSIONS_8
 from ifer.data.transforms import eval_transform
 
@@ -135,7 +136,9 @@ def test_truncated_image_error_or_counted_skip(tmp_path):
     with pytest.raises(BadImageError):
         ds[bad_index]
     skipped = RAFDB(root, "test", on_bad_image="skip")
-    assert len(skipped) == 6 and skipped.protocol["skipped"] == {"unreadable or truncated images": 1}
+    assert len(skipped) == 6 and skipped.protocol["skipped"] == {BAD_IMAGES: 1}
+    assert (skipped.protocol["n_scored"], skipped.protocol["n"]) == (6, 7)
+    assert "test_00002_aligned.jpg" in skipped.protocol["skipped_files"][BAD_IMAGES][0]
 
 
 def test_content_duplicates_found_by_validate(tmp_path):

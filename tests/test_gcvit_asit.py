@@ -8,6 +8,8 @@ outputs for weights from ``deterministic_init_(seed=7)`` on a fixed seeded input
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,14 +18,21 @@ from safetensors.torch import load_file
 from torch import nn
 
 import ifer
+from ifer.bench.init import deterministic_init_, seeded_init_
 from ifer.core.loading import CheckpointError
-from ifer.core.quirks import get_quirks
-from ifer.models.asit import ASIT, deterministic_init_
+from ifer.core.quirks import get_quirks, resolved_quirks
+from ifer.core.weights import MissingWeightsError
+from ifer.models.asit import ASIT
 from ifer.models.gcvit import GCViTLayer, GradualStyleBlock, PatchEmbed, WindowAttentionGlobal
-from ifer.models.stylegan2 import seeded_init_
+from ifer.models.registry import build_from_config
 
 DATA = Path(__file__).parent / "data"
-ATOL = RTOL = 1e-4  # parity tolerance vs the official code (fp32 CPU; measured max abs diff is 0.0)
+# Parity tolerance vs the committed golden file. Not bitwise: it was written by the official code on another CPU
+# build, and fp32 sums come out in other last bits with other kernels. Measured max abs diff 3.3e-6 (explicit
+# attention) and 3.8e-6 (SDPA) on AMD EPYC AVX512, torch 2.14.1 CPU; 1e-4 leaves 25x headroom for other CPUs.
+# Run on the same machine as ours, the official code gives exactly our outputs:
+# test_bitwise_equal_to_the_official_code_run_here.
+ATOL = RTOL = 1e-4
 SDPA_ATOL = 1e-5  # fused (SDPA) vs explicit attention, fp32
 
 
@@ -111,6 +120,61 @@ def test_small_stack_matches_official(fused_attn):
         out = run_small(m, x)
     for k, ref in golden.items():  # SDPA rounding is ~3e-6 here, inside the same tolerance
         torch.testing.assert_close(out[k], ref, atol=ATOL, rtol=RTOL, msg=f"{k} differs from the official code")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("IFER_OFFICIAL_REPO"),
+                    reason="needs a Talented-Q/IFER-master checkout: IFER_OFFICIAL_REPO=<path> "
+                           "(and IFER_ROSINALITY_REPO=<rosinality/stylegan2-pytorch checkout> for the 32-px D)")
+def test_bitwise_equal_to_the_official_code_run_here(tmp_path, monkeypatch):
+    """Every golden fixture regenerated here by tools/make_golden.py equals our output exactly (atol = rtol = 0).
+
+    Only the fused (SDPA) attention path is left out: it rounds differently from the official explicit softmax
+    (3.1e-6 measured), and test_fused_attention_matches_explicit bounds that."""
+    import tests.test_ifer_model as t_ifer
+    import tests.test_inversion_disc as t_disc
+    import tests.test_stylegan2 as t_sg2
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import make_golden
+
+    rosinality = os.environ.get("IFER_ROSINALITY_REPO")
+    (tmp_path / "golden").mkdir()
+    make_golden.main(["--official", os.environ["IFER_OFFICIAL_REPO"], "--out", str(tmp_path / "golden"), "--check",
+                      *(["--rosinality", rosinality] if rosinality else
+                        ["--only", *(n for n in make_golden.FIXTURES if n != "stylegan2_d32")])])
+    for module in (sys.modules[__name__], t_ifer, t_disc, t_sg2):
+        monkeypatch.setattr(module, "DATA", tmp_path)
+        monkeypatch.setattr(module, "ATOL", 0.0)
+        if hasattr(module, "RTOL"):
+            monkeypatch.setattr(module, "RTOL", 0.0)
+    test_small_stack_matches_official(fused_attn=False)
+    t_ifer.test_ifer_base_matches_official()
+    t_sg2.test_golden_generator_256()
+    t_sg2.test_golden_generator_32_mixing_constant_noise_truncation_wplus()
+    t_disc.test_golden_official_moco_discriminator_16()
+    if rosinality:
+        t_sg2.test_golden_rosinality_discriminator_32()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["as_released", "as_described"])
+def test_cuda_matches_cpu(mode):
+    """The tiny ASIT (encoder + decoder) gives the CPU's outputs on CUDA in fp32 (TF32 off), in both modes."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    net = tiny_asit(seed=5, mode=mode)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        cpu_styles, cpu_structure, _ = net.encoder(x)
+        cpu_img = net(x)
+        net.cuda()
+        gpu_styles, gpu_structure, _ = net.encoder(x.cuda())
+        gpu_img = net(x.cuda())
+    # Same bound as the CPU parity with the official code; not yet measured on a GPU (none in the session that
+    # wrote this test). A wrong kernel or a lost quirk moves these outputs by far more.
+    for got, want in ((gpu_styles, cpu_styles), (gpu_structure, cpu_structure), (gpu_img, cpu_img)):
+        torch.testing.assert_close(got.cpu(), want, atol=ATOL, rtol=RTOL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +303,31 @@ def test_asit_load_decoder_from_rosinality_file(tmp_path):
     net.load_decoder(tmp_path / "g.pt", n_mean_latent=256, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(net.decoder.state_dict().values(), src.decoder.state_dict().values()))
     assert net.latent_avg.shape == (128,)
+
+
+def test_asit_builds_from_its_config_section(tmp_path):
+    """Mode, frozen decoder from the user's file, and ``latent_avg_samples`` (seeded by the run's seed) all apply."""
+    src = tiny_asit(seed=1)
+    torch.save({"g_ema": src.decoder.state_dict()}, tmp_path / "g.pt")  # no latent_avg in the file
+    section = {"model": "asit_tiny", "mode": "as_released", "train_decoder": False, "start_from_latent_avg": True,
+               "stylegan_weights": str(tmp_path / "g.pt"), "latent_avg_samples": 300}
+    net = build_from_config(section, seed=4)
+    assert net.encoder.quirks == get_quirks("as_released")
+    assert not any(p.requires_grad for p in net.decoder.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(net.decoder.state_dict().values(), src.decoder.state_dict().values()))
+    expected = src.init_latent_avg(300, seed=4)
+    assert torch.equal(net.latent_avg, expected)
+    assert not torch.equal(net.latent_avg, src.init_latent_avg(100_000, seed=0))  # the old hard-coded draw
+    with pytest.raises(MissingWeightsError, match="550000.pt"):
+        build_from_config({**section, "stylegan_weights": None})
+
+
+def test_asit_checkpoint_records_the_resolved_quirks(tmp_path):
+    net = tiny_asit(seed=0, mode="as_released")
+    net.save_checkpoint(tmp_path / "a.pt", opts={"step": 3})
+    opts = torch.load(tmp_path / "a.pt", map_location="cpu", weights_only=True)["opts"]
+    assert opts["step"] == 3 and opts["quirks"] == resolved_quirks("as_released")
+    assert opts["quirks"]["mode"] == "as_released" and opts["quirks"]["flags"]["global_query_batch_tiling"] is True
 
 
 @pytest.mark.parametrize("name", ["asit_encoder_tiny", "asit_tiny"])

@@ -16,12 +16,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import ifer
+from ifer.bench.init import deterministic_init_
 from ifer.core.loading import CheckpointError, first_mismatch
-from ifer.models.asit import build_encoder, deterministic_init_
-from ifer.models.ifer import IFER, IFERLatentOnly, soft_target_cross_entropy
+from ifer.losses.classification import classification_loss
+from ifer.models.asit import build_encoder
+from ifer.models.ifer import IFER, IFERLatentOnly
 
 DATA = Path(__file__).parent / "data"
-ATOL = RTOL = 1e-4  # parity tolerance vs the official code (fp32 CPU)
+# Parity tolerance vs the official code (fp32 CPU). Not bitwise: other CPU kernels sum in another order. Measured
+# max abs diff 2.0e-5 (ifer_base, 31 GC ViT blocks) on AMD EPYC AVX512, torch 2.14.1; 1e-4 leaves 5x headroom.
+ATOL = RTOL = 1e-4
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -88,7 +92,7 @@ def test_training_loss_hard_and_soft(tiny):
     hard = tiny.training_loss(x, y)
     with torch.no_grad():
         logits = tiny(x)
-    torch.testing.assert_close(soft_target_cross_entropy(logits, F.one_hot(y, 5).float()), F.cross_entropy(logits, y))
+    torch.testing.assert_close(classification_loss(logits, F.one_hot(y, 5).float()), F.cross_entropy(logits, y))
     assert hard.ndim == 0 and hard.requires_grad
 
 
@@ -140,7 +144,7 @@ def test_from_asit_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_macs_match_official_fvcore_counts():
-    fvcore = pytest.importorskip("fvcore.nn", reason="fvcore not installed")
+    import fvcore.nn as fvcore  # a declared dev dependency: a broken install fails, never skips
     with torch.device("meta"):
         net = ifer.create_model("ifer_base")
     net = deterministic_init_(net.to_empty(device="cpu"), seed=0).eval()

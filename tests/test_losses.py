@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ifer.core.quirks import get_quirks
 from ifer.core.weights import MissingWeightsError
 from ifer.losses.adversarial import discriminator_loss, generator_adversarial_term, generator_loss
+from ifer.losses.classification import batch_accuracy, classification_loss, hard_labels
 from ifer.losses.distribution import (
     distribution_loss,
     distribution_loss_all_pairs,
@@ -198,3 +199,23 @@ def test_id_loss_grad_reaches_prediction_only_and_rejects_non_differentiable():
 
     with pytest.raises(ValueError, match="no gradient"):
         IDLoss(_Frozen())
+
+
+def test_classification_loss_is_timm_soft_ce_and_torch_hard_ce():
+    """One FER cross-entropy: timm's SoftTargetCrossEntropy (the released IFER loss) for soft targets, bit for bit;
+    F.cross_entropy for class indices, bit for bit, label smoothing included."""
+    from timm.loss import SoftTargetCrossEntropy
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 7, generator=g)
+    y = torch.randint(0, 7, (16,), generator=g)
+    soft = torch.softmax(3 * torch.randn(16, 7, generator=g), dim=-1)
+    assert torch.equal(classification_loss(logits, soft), SoftTargetCrossEntropy()(logits, soft))
+    assert torch.equal(classification_loss(logits, y), F.cross_entropy(logits, y))
+    assert torch.equal(classification_loss(logits, y, label_smoothing=0.1), F.cross_entropy(logits, y, label_smoothing=0.1))
+    # smoothing soft targets: the same mixture as F.cross_entropy's (another summation order, so not bitwise)
+    torch.testing.assert_close(classification_loss(logits, soft, label_smoothing=0.1),
+                               F.cross_entropy(logits, soft, label_smoothing=0.1), atol=1e-6, rtol=1e-6)
+    assert torch.equal(hard_labels(soft), soft.argmax(-1)) and torch.equal(hard_labels(y.float()), y)
+    assert batch_accuracy(F.one_hot(y, 7).float(), soft) == (y == soft.argmax(-1)).float().mean().item()
+

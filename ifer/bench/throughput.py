@@ -20,6 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ifer.bench.init import deterministic_init_, seeded_init_
+from ifer.models.registry import create_model
+
 __all__ = ["ThroughputRecord", "gmacs_per_image", "peak_tflops", "device_tag", "csv_path", "write_results",
            "plot_throughput", "BenchModule"]
 
@@ -79,12 +82,8 @@ class BenchModule(nn.Module):
 
     def __init__(self, name: str, seed: int = 0):
         super().__init__()
-        import ifer
-        from ifer.models.asit import deterministic_init_
-        from ifer.models.stylegan2 import seeded_init_
-
         self.name = name
-        self.net = ifer.create_model(name)
+        self.net = create_model(name)
         self.img_size = _MODEL_IMG_SIZE["tiny" if name.endswith("tiny") else "base"]
         if name.startswith("stylegan2"):
             self.kind = "generator"

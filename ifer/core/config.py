@@ -91,7 +91,8 @@ def merge(base: Mapping, update: Mapping, source: str, strict: bool = True, _pre
         if strict and k not in out:
             raise ConfigError(f"{source}: unknown config key {key!r}; known here: {sorted(out)}")
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge(out[k], v, source, strict, _prefix=f"{key}.")
+            # a model's ``kwargs`` are its constructor's keyword arguments: free-form, checked by the constructor
+            out[k] = merge(out[k], v, source, strict and k != "kwargs", _prefix=f"{key}.")
         else:
             out[k] = copy.deepcopy(v)
     return out

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields, replace
 MODES = ("as_released", "as_described")
 
 
+# Frozen bool flags, the same shape as ifer.bench.fastpath.InferenceOptions but another job: these select the
+# released code's behaviours, those select inference fast paths; merging them would mix numerics with speed.
 @dataclass(frozen=True)
 class Quirks:
     # --- GC ViT v1 backbone (inherited from NVlabs/GCVit before eb3471a) ---
@@ -39,8 +41,8 @@ class Quirks:
     #: scripts/inference.py decodes from the learned constant (``use_struct`` not passed) although
     #: training and validation decode from the structure code.
     inference_without_struct: bool = True
-    #: evaluation loaders use ``drop_last=True`` and lose the tail of the test set.
-    eval_drop_last: bool = True
+    # (No eval_drop_last flag: the released evaluation loaders' drop_last=True only lost the tail of the test set,
+    # a scoring error with nothing to reproduce; every evaluation here scores every sample.)
     #: IFER's warmup/cosine schedule is computed from ``--data_len`` = 1,281,167 (ImageNet) rather
     #: than the real dataset length (scheduler_factory.py).
     lr_schedule_imagenet_length: bool = True
@@ -72,3 +74,14 @@ def get_quirks(mode: str | Quirks | None = "as_described", **overrides) -> Quirk
     if unknown:
         raise ValueError(f"unknown quirk flag(s) {sorted(unknown)}; known: {[f.name for f in fields(Quirks)]}")
     return replace(base, **overrides) if overrides else base
+
+
+def resolved_quirks(mode: str | Quirks | None = "as_described", **overrides) -> dict:
+    """The flags one run uses, as plain data for checkpoints and results: ``{"mode": ..., "flags": {...}}``.
+
+    ``mode`` is the name given, or ``"custom"`` for a Quirks instance (or overrides) equal to neither preset, so
+    a reader never has to know which defaults applied when the file was written.
+    """
+    q = get_quirks(mode, **overrides)
+    name = "as_released" if q == AS_RELEASED else "as_described" if q == AS_DESCRIBED else "custom"
+    return {"mode": name, "flags": q.to_dict()}

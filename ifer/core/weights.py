@@ -7,9 +7,10 @@ Pretrained assets never download: each is a file the user passes, checked agains
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ifer.core.io import sha256_file
 
 # ----------------------------------------------------------------------------------------------
 # Known weights: every pretrained asset the suite can use, with where it comes from.
@@ -18,6 +19,8 @@ from pathlib import Path
 @dataclass(frozen=True)
 class KnownWeights:
     """One pretrained asset. ``sha256`` is None where no canonical file hash is published."""
+
+    # A record type like ifer.report.reference's paper values: the duplicate scan pairs them by shape only.
 
     name: str
     filename: str
@@ -33,6 +36,7 @@ class KnownWeights:
     extra: dict = field(default_factory=dict)
 
 
+# A table written as data, one KnownWeights per asset; its entries look alike because they are rows.
 KNOWN_WEIGHTS: dict[str, KnownWeights] = {
     w.name: w
     for w in [
@@ -88,6 +92,15 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             used_by="FID (torchmetrics FrechetInceptionDistance feature_extractor_weights_path)",
         ),
         KnownWeights(
+            name="torchvision_resnet18_imagenet",
+            filename="resnet18-f37072fd.pth",
+            source="torchvision ImageNet ResNet-18 (download.pytorch.org/models/resnet18-f37072fd.pth)",
+            used_by="fer_resnet18 ImageNet initialisation (paper profile); its keys equal timm's resnet18, fc.* dropped",
+            sha256_prefix="f37072fd", input_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+            notes="torchvision names its files by the first 8 hex digits of their sha256; only that prefix is known.",
+            licence="BSD-3-Clause (torchvision)",
+        ),
+        KnownWeights(
             name="clip_vit_b16",
             filename="ViT-B-16.pt",
             source="OpenAI CLIP ViT-B/16 (open_clip 'ViT-B-16', pretrained='openai')",
@@ -101,19 +114,11 @@ class MissingWeightsError(FileNotFoundError):
     """A pretrained asset the user must supply is missing; the message says which and where to get it."""
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_sha256(path: str | Path, expected: str | None) -> str:
     """Return the file's sha256; raise ValueError naming the file if it does not start with ``expected``.
 
     ``expected`` may be a full digest or a published prefix (torchvision publishes 8 hex digits)."""
-    digest = _sha256(Path(path))
+    digest = sha256_file(path)
     if expected and not digest.startswith(expected.lower()):
         raise ValueError(f"{path}: sha256 {digest} does not match the known value {expected}")
     return digest

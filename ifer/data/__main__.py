@@ -1,7 +1,7 @@
 """``python -m ifer.data``: generate SynthFER, verify datasets, record fingerprints, draw sample grids.
 
     python -m ifer.data synthfer --out datasets/synthfer --res 64 --n-train-identities 400 --seed 0
-    python -m ifer.data verify --root datasets --synthfer-root synthetic/synthfer [--names rafdb sfew]
+    python -m ifer.data verify --root datasets --synthfer-root synthetic/synthfer [--names rafdb sfew] [--deep]
     python -m ifer.data fingerprint --root datasets --name rafdb --write
     python -m ifer.data grid --out docs/img --res 64 128 256
 """
@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ifer.data.synthfer import SynthFERConfig, generate_synthfer, save_grid
-from ifer.data.verify import fingerprint, format_report, verify_datasets, write_report
+from ifer.data.verify import fingerprint, run_verify
 
 
 def _synthfer(args: argparse.Namespace) -> int:
@@ -29,11 +29,8 @@ def _synthfer(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    report = verify_datasets(args.root, args.names, check_splits=not args.no_splits, synthfer_root=args.synthfer_root)
-    print(format_report(report))
-    if args.report:
-        write_report(report, args.report)
-    return 0 if report["ok"] else 1
+    return run_verify(args.root, args.names, deep=args.deep, workers=args.workers, out=args.report,
+                      synthfer_root=args.synthfer_root, check_splits=not args.no_splits)
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
@@ -67,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--synthfer-root", default=None, help="SynthFER folder (default: <root>/synthfer)")
     v.add_argument("--report", default=None, help="write the JSON report here")
     v.add_argument("--no-splits", action="store_true", help="skip the protocol split-size check via the adapters")
+    v.add_argument("--deep", action="store_true", help="decode every image; name corrupt, truncated, zero-byte ones")
+    v.add_argument("--workers", type=int, default=None, help="decoding processes for --deep (default: CPU count)")
     v.set_defaults(fn=_verify)
 
     f = sub.add_parser("fingerprint", help="compute (and with --write, record) a real dataset's fingerprint")
@@ -84,8 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a data problem prints one line (``IFER_TRACEBACK=1`` for the traceback) and returns 2."""
+    import os
+
+    from ifer.data.common import DataError
+
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except DataError as e:
+        if os.environ.get("IFER_TRACEBACK"):
+            raise
+        print(f"python -m ifer.data {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ EXPECTED_SPLIT_SIZES = {7: {"test": 3500}, 8: {"test": 4000}}
 
 
 def _read_csv(path: Path, on_bad_label: OnBad, skips: SkipLog) -> tuple[list[tuple[str, object]], dict[str, dict]]:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # tolerate a BOM from spreadsheet exports
         reader = csv.DictReader(f)
         missing_cols = [c for c in ("subDirectory_filePath", "expression") if c not in (reader.fieldnames or [])]
         if missing_cols:
@@ -84,6 +84,7 @@ class AffectNet(RecordDataset):
         on_bad_image: OnBad = "error",
         on_bad_label: OnBad = "error",
         return_meta: bool = False,
+        workers: int | None = 0,
     ) -> None:
         L.class_names(num_classes)  # validates 7 / 8
         root = require_path("affectnet", Path(root))
@@ -93,6 +94,7 @@ class AffectNet(RecordDataset):
         parts, excluded = {}, {}
         for part, fname in (("train", "training.csv"), ("test", "validation.csv")):
             path = require_path("affectnet", root / fname, "label file")
+            skips.part = part
             entries, meta = _read_csv(path, on_bad_label, skips)
             kept, excl = reconcile_labels("affectnet", path, entries, L.AFFECTNET, num_classes, None, on_bad_label, skips)
             # Stat only the files the CSV names: listing the ~290k-file tree is slower, and both CSVs share it.
@@ -116,7 +118,7 @@ class AffectNet(RecordDataset):
             "test_is": "official validation.csv (no public test set)",
             **info,
         }
-        super().__init__("affectnet", records, transform, return_meta, on_bad_image, protocol, skips)
+        super().__init__("affectnet", records, transform, return_meta, on_bad_image, protocol, skips, workers=workers)
 
     def load_image(self, index: int) -> Image.Image:
         img = super().load_image(index)

@@ -5,6 +5,7 @@ cfg = load_config('tiny'); s = fer_datasets(cfg, 'synthfer', cfg.fer_methods.ife
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,29 +17,43 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from ifer.core.config import ConfigError
 from ifer.data import open_dataset
-from ifer.data.common import RecordDataset
-from ifer.data.labels import class_names
+from ifer.data.common import RecordDataset, load_rgb
+from ifer.data.labels import FER_DATASETS, class_names
 from ifer.data.synthfer import SynthFERConfig, generate_synthfer
-from ifer.data.transforms import eval_transform, train_transform
+from ifer.data.transforms import eval_transform, ke2nt_train_transform, train_transform
 
 log = logging.getLogger(__name__)
 
-# Config dataset names -> (adapter name, adapter kwargs)
-FER_DATASETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "synthfer": ("synthfer", {}),
-    "rafdb": ("rafdb", {}),
-    "sfew": ("sfew", {}),
-    "affectnet7": ("affectnet", {"num_classes": 7}),
-    "affectnet8": ("affectnet", {"num_classes": 8}),
-    "ferplus": ("ferplus", {}),
-}
 
 
 def dataset_root(cfg, name: str) -> Path:
     """SynthFER lives at ``data.synthfer.out``; licensed datasets under ``paths.datasets/<adapter>``."""
     adapter = FER_DATASETS.get(name, (name, {}))[0]
     return Path(cfg.data.synthfer.out) if adapter == "synthfer" else Path(cfg.paths.datasets) / adapter
+
+
+def bad_input_policy(cfg, name: str) -> dict[str, Any]:
+    """Adapter kwargs for the configured ``data.on_bad_image`` / ``data.on_bad_label`` (``error`` | ``skip``).
+
+    SynthFER is generated and checked against its manifest, so it only takes the image policy; FFHQ and
+    CelebA-HQ have no labels, and a file name found twice is their label-level problem (``on_duplicate``).
+    ``data.num_workers`` processes decode the images when ``skip`` checks them at construction.
+    """
+    policy = {}
+    for key in ("on_bad_image", "on_bad_label"):
+        value = cfg.data.get_path(key, "error")
+        if value not in ("error", "skip"):
+            raise ConfigError(f"data.{key} must be 'error' or 'skip', got {value!r}")
+        policy[key] = value
+    adapter = FER_DATASETS.get(name, (name, {}))[0]
+    out: dict[str, Any] = {"on_bad_image": policy["on_bad_image"], "workers": int(cfg.data.num_workers)}
+    if adapter in ("ffhq", "celebahq"):
+        out["on_duplicate"] = policy["on_bad_label"]
+    elif adapter != "synthfer":
+        out["on_bad_label"] = policy["on_bad_label"]
+    return out
 
 
 def generate_configured_synthfer(cfg) -> dict:
@@ -71,18 +86,21 @@ def inversion_datasets(cfg, with_names: bool = False, augment: bool = True) -> t
     train_name, test_name = cfg.data.inversion.train, cfg.data.inversion.test
     if train_name == "synthfer":
         root = dataset_root(cfg, "synthfer")
-        train = open_dataset("synthfer", root, "train", transform=train_tf)
-        val = open_dataset("synthfer", root, "val", transform=eval_transform(res))
+        policy = bad_input_policy(cfg, "synthfer")
+        train = open_dataset("synthfer", root, "train", transform=train_tf, **policy)
+        val = open_dataset("synthfer", root, "val", transform=eval_transform(res), **policy)
     else:
         root = Path(cfg.paths.datasets)
-        full = open_dataset(train_name, root / train_name, "train", transform=train_tf)
+        full = open_dataset(train_name, root / train_name, "train", transform=train_tf, **bad_input_policy(cfg, train_name))
         g = torch.Generator().manual_seed(cfg.seed)
         order = torch.randperm(len(full), generator=g).tolist()
         n_val = max(1, len(full) // 100)
-        val = torch.utils.data.Subset(open_dataset(train_name, root / train_name, "train", transform=eval_transform(res)),
-                                      order[:n_val])
+        full_eval = copy.copy(full)  # same (already checked) records, un-augmented: no second scan of 70k files
+        full_eval.transform = eval_transform(res)
+        val = torch.utils.data.Subset(full_eval, order[:n_val])
         train = torch.utils.data.Subset(full, order[n_val:])
-    test = open_dataset(test_name, dataset_root(cfg, test_name), "test", transform=eval_transform(res))
+    test = open_dataset(test_name, dataset_root(cfg, test_name), "test", transform=eval_transform(res),
+                        **bad_input_policy(cfg, test_name))
     if with_names:
         test = _Named(test)
     return train, val, test
@@ -110,7 +128,8 @@ def save_png(img: torch.Tensor, path: Path) -> None:
 
 
 def load_png(path: Path) -> torch.Tensor:
-    arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    """A saved inversion image as (3,H,W) in [-1, 1]; a damaged file is a one-line BadImageError."""
+    arr = np.asarray(load_rgb(path, "inversions"), dtype=np.float32)
     return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
 
 
@@ -130,6 +149,8 @@ def fer_train_transform(recipe) -> T.Compose:
     """The timm training pipeline of the recipe: RandomResizedCrop, flip, colour jitter or RandAugment, erasing."""
     from timm.data import create_transform
 
+    if recipe.get("transform", "timm") == "ke2nt":  # the published KE2NT pipeline, which timm cannot express
+        return ke2nt_train_transform(recipe.img_size, tuple(recipe.mean), tuple(recipe.std))
     return create_transform(
         input_size=recipe.img_size, is_training=True, scale=tuple(recipe.scale), hflip=recipe.hflip,
         auto_augment=recipe.auto_augment or None, re_prob=recipe.reprob, re_mode="pixel", interpolation="random",
@@ -151,6 +172,7 @@ def fer_datasets(cfg, name: str, recipe, eval_only: bool = False) -> FERSplits:
     adapter, kwargs = FER_DATASETS[name]
     root = dataset_root(cfg, name)
     ev = fer_eval_transform(recipe)
+    kwargs = {**kwargs, **bad_input_policy(cfg, name)}
     if adapter != "synthfer":
         kwargs = {**kwargs, "model_selection": cfg.data.fer.model_selection, "val_fraction": cfg.data.fer.val_fraction,
                   "seed": cfg.seed}
@@ -158,7 +180,9 @@ def fer_datasets(cfg, name: str, recipe, eval_only: bool = False) -> FERSplits:
     val = open_dataset(adapter, root, "val", transform=ev, **kwargs)
     test = open_dataset(adapter, root, "test", transform=ev, **kwargs)
     num_classes = int(test.protocol.get("num_classes", 7))
+    # The test split's protocol: its skipped / skipped_files / n_scored / n are what the report prints.
     protocol = dict(test.protocol)
+    protocol["on_bad_image"], protocol["on_bad_label"] = cfg.data.on_bad_image, cfg.data.on_bad_label
     if adapter == "synthfer" and cfg.data.fer.model_selection == "test":
         val = test
         protocol["model_selection"] = "test"
@@ -169,10 +193,10 @@ def fer_datasets(cfg, name: str, recipe, eval_only: bool = False) -> FERSplits:
 
 def dataset_fingerprints(cfg) -> dict:
     """Fingerprints of every dataset the config uses (SynthFER: the manifest digest; real: verify report)."""
-    from ifer.data.verify import verify_datasets
+    from ifer.data.verify import FINGERPRINTS, required_by, verify_datasets
 
-    names = sorted({FER_DATASETS.get(n, (n, {}))[0] for n in [*cfg.data.fer.datasets, cfg.data.inversion.train,
-                                                               cfg.data.inversion.test]})
-    report = verify_datasets(cfg.paths.datasets, names, synthfer_root=cfg.data.synthfer.out)
+    names = sorted(required_by(cfg))
+    report = verify_datasets(cfg.paths.datasets, names, cfg.data.fingerprints or FINGERPRINTS,
+                             synthfer_root=cfg.data.synthfer.out)
     return {n: {k: v for k, v in report["datasets"][n].items() if k in ("status", "digest", "count", "problems")}
             for n in names}

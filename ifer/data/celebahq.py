@@ -28,6 +28,7 @@ from ifer.data.common import (
     RecordDataset,
     SkipLog,
     format_entries,
+    read_lines,
     require_path,
 )
 from ifer.data.ffhq import image_folder_records
@@ -42,20 +43,32 @@ _PARTITION_IDS = {"train": 0, "val": 1, "test": 2}
 def split_from_celeba_partition(mapping: Path, partition: Path, split: str) -> set[str]:
     """CelebA-HQ image stems (``'123'``) in ``split``, derived from the mapping and CelebA partition files."""
     part_of: dict[int, int] = {}
-    for line in partition.read_text().split("\n"):
-        if line.strip():
-            name, p = line.split()
-            part_of[int(Path(name).stem)] = int(p)
+    bad: list[str] = []
+    for n, line in enumerate(read_lines(partition, "celebahq"), 1):
+        try:
+            if line.strip():
+                name, p = line.split()
+                part_of[int(Path(name).stem)] = int(p)
+        except ValueError:
+            bad.append(f"line {n}: {line!r}")
+    if bad:
+        raise LabelFileError(f"[celebahq] malformed lines in {partition} (expected '000001.jpg 0'): {format_entries(bad)}")
     stems, unknown = set(), []
-    for line in mapping.read_text().split("\n")[1:]:  # header: idx orig_idx orig_file
+    for n, line in enumerate(read_lines(mapping, "celebahq")[1:], 2):  # header: idx orig_idx orig_file
         if not line.strip():
             continue
-        idx, _, orig_file = line.split()
-        orig = int(Path(orig_file).stem)
+        try:
+            idx, _, orig_file = line.split()
+            idx, orig = str(int(idx)), int(Path(orig_file).stem)
+        except ValueError:
+            bad.append(f"line {n}: {line!r}")
+            continue
         if orig not in part_of:
             unknown.append(orig_file)
         elif part_of[orig] == _PARTITION_IDS[split]:
-            stems.add(str(int(idx)))
+            stems.add(idx)
+    if bad:
+        raise LabelFileError(f"[celebahq] malformed lines in {mapping} (expected 'idx orig_idx orig_file'): {format_entries(bad)}")
     if unknown:
         raise LabelFileError(f"[celebahq] {mapping} names CelebA files absent from {partition}: {format_entries(unknown)}")
     return stems
@@ -77,6 +90,7 @@ class CelebAHQ(RecordDataset):
         on_bad_image: OnBad = "error",
         on_duplicate: OnBad = "error",
         return_meta: bool = False,
+        workers: int | None = 0,
     ) -> None:
         if split not in EXPECTED_SPLIT_SIZES:
             raise ValueError(f"split must be one of {list(EXPECTED_SPLIT_SIZES)}, got {split!r}")
@@ -102,13 +116,13 @@ class CelebAHQ(RecordDataset):
                         split, len(records), EXPECTED_SPLIT_SIZES[split])
         protocol = {"dataset": "celebahq", "split": split, "labels": None, "split_source": source,
                     "expected_split_sizes": EXPECTED_SPLIT_SIZES}
-        super().__init__("celebahq", records, transform, return_meta, on_bad_image, protocol, skips)
+        super().__init__("celebahq", records, transform, return_meta, on_bad_image, protocol, skips, workers=workers)
 
     @staticmethod
     def _wanted(root: Path, split: str, split_list, mapping_file, partition_file) -> tuple[set[str], str]:
         if split_list is not None:
             path = require_path("celebahq", Path(split_list), "split_list")
-            return {Path(n.strip()).stem for n in path.read_text().split("\n") if n.strip()}, f"split_list {path}"
+            return {Path(n.strip()).stem for n in read_lines(path, "celebahq") if n.strip()}, f"split_list {path}"
         mapping = Path(mapping_file) if mapping_file else root / MAPPING_FILE
         partition = Path(partition_file) if partition_file else root / PARTITION_FILE
         if not (mapping.exists() and partition.exists()):

@@ -2,16 +2,18 @@
 
 Bad input never disappears silently: each problem raises a specific :class:`DataError` subclass whose
 message names the dataset, the path and the first offending entries, or -- when the caller opts in with
-``"skip"`` -- is logged and counted in the dataset's ``protocol["skipped"]``::
+``"skip"`` -- is logged and counted in the dataset's ``protocol["skipped"]`` (with ``n_scored`` of ``n``).
+:func:`load_rgb` is the one image reader of ``ifer.data`` (docs/data.md, "Bad input", gives its policy)::
 
     python -c "from ifer.data.common import stratified_split; print(stratified_split([0,0,1,1,1,0,1,0,0,1], 0.2, 0))"
 """
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,16 +23,44 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ifer.core.io import IMAGE_EXTENSIONS, UnreadableImageError, read_rgb, sha256_file
+
 log = logging.getLogger("ifer.data")
 
 OnBad = Literal["error", "skip"]
 ModelSelection = Literal["val", "test"]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 UNLABELED = -1  # target returned by image-only datasets (FFHQ, CelebA-HQ)
 
 
 class DataError(Exception):
-    """Base class of every data problem the adapters report."""
+    """Base class of every data problem the adapters report.
+
+    A DataError raised inside a DataLoader worker comes back to the main process through torch's
+    ``ExceptionWrapper.reraise``, which would rebuild it around the worker's whole traceback. Because the
+    class has a truthy ``message`` attribute, torch calls ``cls(message=<that text>)`` instead, and the
+    constructor keeps only the original one-line message, so the CLI prints the same line with or
+    without workers (``IFER_TRACEBACK=1`` still shows the traceback of the main process).
+    """
+
+    message = "a DataError (see str(exc))"  # truthy: the hook torch's ExceptionWrapper.reraise looks for
+
+    def __init__(self, *args: object, message: str | None = None) -> None:
+        if message is not None:
+            args = (_original_message(message, type(self)),)
+        super().__init__(*args)
+        self.message = str(args[0]) if args else ""
+
+    def __reduce__(self):  # pickles as its one-line message (the keyword above is only for torch)
+        return (type(self), self.args)
+
+
+def _original_message(worker_text: str, cls: type) -> str:
+    """The last ``<module>.<Class>: <message>`` line of a formatted worker traceback, without the prefix."""
+    last = worker_text.rstrip().splitlines()[-1] if worker_text.strip() else worker_text
+    for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
 
 
 class DatasetNotFoundError(DataError):
@@ -64,42 +94,82 @@ def require_path(dataset: str, path: Path, what: str = "dataset root") -> Path:
     return path
 
 
-def check_image(path: Path) -> None:
-    """Raise :class:`BadImageError` unless ``path`` is a complete, decodable image.
+BAD_IMAGES = "bad images"  # the protocol["skipped"] kind: zero-byte, truncated, non-image or too-small files
 
-    ``verify()`` catches corrupt headers/CRCs; a full ``load()`` catches truncated pixel data, which
-    ``verify()`` alone misses for JPEGs.
-    """
+
+def load_rgb(path: str | os.PathLike, dataset: str = "data", verify: bool = False) -> Image.Image:
+    """The image reader of ``ifer.data``: :func:`ifer.core.io.read_rgb` (its docstring gives the accept /
+    reject policy), with a bad file raised as a one-line :class:`BadImageError` naming the dataset and file."""
     try:
-        with Image.open(path) as im:
-            im.verify()
-        with Image.open(path) as im:
-            im.load()
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError...)
-        raise BadImageError(f"unreadable or truncated image {path}: {exc}") from exc
+        return read_rgb(path, verify=verify)
+    except UnreadableImageError as exc:
+        raise BadImageError(f"[{dataset}] bad image {path}: {exc}") from exc
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def read_lines(path: Path, dataset: str) -> list[str]:
+    """Lines of a label text file: UTF-8 with or without a BOM, LF or CRLF (Windows-edited copies)."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise LabelFileError(f"[{dataset}] {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def _check_one(path: str) -> str | None:
+    """``None`` for a usable image, else the reason. ``verify()`` catches corrupt headers and PNG CRCs; the
+    full decode catches truncated pixel data, which ``verify()`` alone misses for JPEGs."""
+    try:
+        read_rgb(path, verify=True)
+    except UnreadableImageError as exc:
+        return str(exc)
+    return None
+
+
+def find_bad_images(paths: Sequence[Path], workers: int | None = None, progress: bool | str = False) -> dict[Path, str]:
+    """Decode every file in ``paths`` (in ``workers`` processes) -> {path: reason} for the bad ones.
+
+    ``workers=None`` uses every CPU; 0 or 1 decodes in this process. ``progress`` (True or a label) draws
+    a tqdm bar on stderr.
+    """
+    from tqdm.auto import tqdm
+
+    paths = list(paths)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    bar = dict(total=len(paths), disable=not progress, unit="img", desc=progress if isinstance(progress, str) else "decode")
+    if workers <= 1 or len(paths) < 64:
+        reasons = [_check_one(str(p)) for p in tqdm(paths, **bar)]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            reasons = list(tqdm(pool.map(_check_one, [str(p) for p in paths], chunksize=32), **bar))
+    return {p: r for p, r in zip(paths, reasons) if r is not None}
+
+
+SHOW_SKIPPED = 20  # skipped entries listed per kind in protocol["skipped_files"]
 
 
 @dataclass
 class SkipLog:
-    """Counts of entries dropped under an opt-in ``"skip"`` policy; logged and kept in ``protocol``."""
+    """Entries dropped under an opt-in ``"skip"`` policy: logged, counted, and kept in ``protocol``.
+
+    ``part`` is the official split being read when the adapter scans one split at a time (SFEW folders,
+    AffectNet CSVs, FERPlus usages); ``part_of`` names it from the entry when one label file lists every
+    split (RAF-DB's ``train_``/``test_`` prefixes). ``by_part`` lets a split report ``n`` = scored + skipped.
+    """
 
     dataset: str
     counts: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    part: str | None = None
+    part_of: Callable[[str], str | None] | None = None
+    by_part: Counter = field(default_factory=Counter)
 
     def skip(self, kind: str, entries: Sequence[object]) -> None:
         if not entries:
             return
         self.counts[kind] = self.counts.get(kind, 0) + len(entries)
-        self.examples.setdefault(kind, []).extend(str(e) for e in entries[:5])
+        shown = self.examples.setdefault(kind, [])
+        shown.extend(str(e) for e in entries[: max(0, SHOW_SKIPPED - len(shown))])
+        for e in entries:
+            self.by_part[(self.part_of(str(e)) if self.part_of else None) or self.part or "unattributed"] += 1
         log.warning("[%s] skipping %d entries (%s): %s", self.dataset, len(entries), kind, format_entries(entries))
 
 
@@ -118,11 +188,15 @@ def report_bad(
     if policy == "error":
         raise error(
             f"[{dataset}] {kind} in {where}: {format_entries(entries)}. "
-            f"Fix the data, or pass the matching on_bad_*='skip' to drop them with a logged count."
+            f"Fix the data, or set {_policy_key(error)}=skip to drop them with a logged count."
         )
     if policy != "skip":
         raise ValueError(f"policy must be 'error' or 'skip', got {policy!r}")
     skips.skip(kind, entries)
+
+
+def _policy_key(error: type[DataError]) -> str:
+    return "data.on_bad_image" if issubclass(error, BadImageError) else "data.on_bad_label"
 
 
 def duplicates(items: Iterable[str]) -> list[str]:
@@ -142,7 +216,7 @@ def content_duplicates(paths: Sequence[Path]) -> list[tuple[Path, ...]]:
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` (sorted, so every run sees the same order)."""
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -157,9 +231,12 @@ class Record:
 class RecordDataset(Dataset):
     """A list of :class:`Record` s served as ``(image, label)`` or ``(image, label, meta)``.
 
-    Images are checked when first read; ``validate()`` scans everything up front. With
-    ``on_bad_image="skip"`` the scan runs at construction so bad files are dropped (and counted)
-    before any index is handed out -- a lazy skip would silently change the epoch.
+    Images are checked when first read (:func:`load_rgb`); ``validate()`` scans everything up front. With
+    ``on_bad_image="skip"`` the scan runs at construction (in ``workers`` processes) so bad files are
+    dropped and counted before any index is handed out. A file that goes bad *after* that scan still raises
+    the one-line :class:`BadImageError`, also under ``"skip"`` and inside DataLoader workers: substituting
+    another sample would silently change the epoch or the scored test set, and a count kept in a worker
+    process would never reach the protocol.
     """
 
     def __init__(
@@ -171,7 +248,10 @@ class RecordDataset(Dataset):
         on_bad_image: OnBad = "error",
         protocol: dict[str, Any] | None = None,
         skips: SkipLog | None = None,
+        workers: int | None = 0,
     ) -> None:
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
         self.name = name
         self.records = list(records)
         self.transform = transform
@@ -180,12 +260,23 @@ class RecordDataset(Dataset):
         self.skips = skips or SkipLog(name)
         self.protocol: dict[str, Any] = dict(protocol or {})
         if on_bad_image == "skip":
-            self.validate()
+            self.validate(workers=workers)
         self._sync_protocol()
 
     def _sync_protocol(self) -> None:
+        """``n_scored`` = samples served; ``n`` = those + entries of this split dropped under ``"skip"``.
+
+        Image skips belong to the split whose records were checked. Label-file skips belong to the official
+        split the adapter read them from, so ``n`` is exact for test splits; a val split held out of train
+        cannot claim its share of train's label skips (they count towards train).
+        """
+        split = self.protocol.get("split")
+        skipped_here = self.skips.by_part.get(split, 0) if split else sum(self.skips.by_part.values())
         self.protocol["num_samples"] = len(self.records)
+        self.protocol["n_scored"] = len(self.records)
+        self.protocol["n"] = len(self.records) + skipped_here
         self.protocol["skipped"] = dict(self.skips.counts)
+        self.protocol["skipped_files"] = {k: list(v) for k, v in self.skips.examples.items()}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -195,12 +286,7 @@ class RecordDataset(Dataset):
         return [r.label for r in self.records]
 
     def load_image(self, index: int) -> Image.Image:
-        path = self.records[index].path
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except Exception as exc:
-            raise BadImageError(f"[{self.name}] unreadable or truncated image {path}: {exc}") from exc
+        return load_rgb(self.records[index].path, self.name)
 
     def __getitem__(self, index: int):
         rec = self.records[index]
@@ -210,16 +296,16 @@ class RecordDataset(Dataset):
             return x, rec.label, dict(rec.meta, path=str(rec.path))
         return x, rec.label
 
-    def validate(self, check_content: bool = False) -> RecordDataset:
+    def validate(self, check_content: bool = False, workers: int | None = 0, progress: bool = False) -> RecordDataset:
         """Decode every image; optionally find byte-identical duplicates. Applies ``on_bad_image``."""
-        bad: dict[Path, str] = {}
-        for rec in self.records:
-            try:
-                check_image(rec.path)
-            except BadImageError as exc:
-                bad[rec.path] = f"{rec.path} ({exc.__cause__})"
-        report_bad(self.name, "unreadable or truncated images", list(bad.values()), self.on_bad_image,
-                   self.skips, BadImageError, "image files")
+        bad = find_bad_images([r.path for r in self.records], workers=workers, progress=progress and self.name)
+        part = self.skips.part
+        self.skips.part, part_of, self.skips.part_of = self.protocol.get("split"), self.skips.part_of, None
+        try:
+            report_bad(self.name, BAD_IMAGES, [f"{p} ({why})" for p, why in bad.items()], self.on_bad_image,
+                       self.skips, BadImageError, "image files")
+        finally:
+            self.skips.part, self.skips.part_of = part, part_of
         self.records = [r for r in self.records if r.path not in bad]
         if check_content:
             groups = content_duplicates([r.path for r in self.records])

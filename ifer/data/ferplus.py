@@ -65,12 +65,13 @@ class FERPlus(RecordDataset):
         on_bad_image: OnBad = "error",
         on_bad_label: OnBad = "error",
         return_meta: bool = False,
+        workers: int | None = 0,
     ) -> None:
         L.class_names(num_classes)
         root = require_path("ferplus", Path(root))
         label_file = require_path("ferplus", root / LABEL_FILE, "label file")
         skips = SkipLog("ferplus")
-        with open(label_file, newline="") as f:
+        with open(label_file, newline="", encoding="utf-8-sig") as f:  # tolerate a BOM
             reader = csv.reader(f)
             header = [h.strip() for h in next(reader, [])]
             rows = list(reader)
@@ -81,10 +82,12 @@ class FERPlus(RecordDataset):
         per_usage: dict[str, list[tuple[str, object]]] = {u: [] for u in FOLDERS}
         votes_of: dict[str, dict[str, int]] = {}
         excluded = {"no image name (removed by FERPlus)": 0, "no majority": 0}
-        malformed = []
+        malformed: list[str] = []
+        part_of_row: dict[str, str | None] = {}  # a malformed row counts towards its Usage's split when it has one
         for n, row in enumerate(rows, 2):
             if len(row) != len(expected) or row[0] not in FOLDERS:
                 malformed.append(f"line {n}: {row[:3]}")
+                part_of_row[malformed[-1]] = SPLIT_OF_USAGE.get(row[0]) if row else None
                 continue
             usage, name = row[0], row[1].strip()
             if not name:
@@ -93,7 +96,8 @@ class FERPlus(RecordDataset):
             try:
                 votes = dict(zip(L.FERPLUS_VOTE_COLUMNS, (int(v) for v in row[2:])))
             except ValueError:
-                malformed.append(f"line {n}: non-integer votes {row[2:]}")
+                malformed.append(f"line {n}: {name}: non-integer votes {row[2:]}")
+                part_of_row[malformed[-1]] = SPLIT_OF_USAGE[usage]
                 continue
             label = majority_vote(votes)
             if label is None:
@@ -101,13 +105,16 @@ class FERPlus(RecordDataset):
                 continue
             per_usage[usage].append((name, label))
             votes_of[f"{usage}/{name}"] = votes
+        skips.part, skips.part_of = None, part_of_row.get
         report_bad("ferplus", "malformed rows", malformed, on_bad_label, skips, LabelFileError, label_file)
+        skips.part_of = None
 
         parts: dict[str, list[Record]] = {}
         # The unlabelled-image check needs every listed name, including rows excluded above.
         listed = {u: {r[1].strip() for r in rows if len(r) > 1 and r[0] == u and r[1].strip()} for u in FOLDERS}
         for usage, folder in FOLDERS.items():
             img_dir = require_path("ferplus", root / folder, f"{folder}/ folder")
+            skips.part = SPLIT_OF_USAGE[usage]
             on_disk = {p.name for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() == ".png"}
             unlabelled = sorted(on_disk - listed[usage])
             report_bad("ferplus", "images without a label", unlabelled, on_bad_label, skips, LabelFileError, img_dir)
@@ -130,5 +137,5 @@ class FERPlus(RecordDataset):
             "excluded": excluded,
             **info,
         }
-        super().__init__("ferplus", records, transform, return_meta, on_bad_image, protocol, skips)
+        super().__init__("ferplus", records, transform, return_meta, on_bad_image, protocol, skips, workers=workers)
 

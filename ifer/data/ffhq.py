@@ -59,6 +59,7 @@ class FFHQ(RecordDataset):
         on_bad_image: OnBad = "error",
         on_duplicate: OnBad = "error",
         return_meta: bool = False,
+        workers: int | None = 0,
     ) -> None:
         root = require_path("ffhq", Path(root))
         folder = root / OFFICIAL_SUBDIR if (root / OFFICIAL_SUBDIR).is_dir() else root
@@ -66,4 +67,4 @@ class FFHQ(RecordDataset):
         records = image_folder_records("ffhq", folder, on_duplicate, skips)
         protocol = {"dataset": "ffhq", "split": "train", "labels": None, "folder": str(folder),
                     "expected_count": EXPECTED_COUNT}
-        super().__init__("ffhq", records, transform, return_meta, on_bad_image, protocol, skips)
+        super().__init__("ffhq", records, transform, return_meta, on_bad_image, protocol, skips, workers=workers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 # The order follows AffectNet's 0..7, which most FER code bases already use.
 EXPRESSIONS_7: tuple[str, ...] = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
@@ -111,3 +112,13 @@ SFEW = LabelMap(
 
 # SynthFER writes canonical indices directly.
 SYNTHFER = LabelMap("synthfer", {i: n for i, n in enumerate(EXPRESSIONS_7)})
+
+# Config dataset names (``data.fer.datasets``) -> (adapter name, adapter kwargs): the class protocol of each.
+FER_DATASETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "synthfer": ("synthfer", {}),
+    "rafdb": ("rafdb", {}),
+    "sfew": ("sfew", {}),
+    "affectnet7": ("affectnet", {"num_classes": 7}),
+    "affectnet8": ("affectnet", {"num_classes": 8}),
+    "ferplus": ("ferplus", {}),
+}

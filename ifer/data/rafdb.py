@@ -21,6 +21,7 @@ from ifer.data.common import (
     Record,
     RecordDataset,
     SkipLog,
+    read_lines,
     reconcile_labels,
     report_bad,
     require_path,
@@ -52,16 +53,18 @@ class RAFDB(RecordDataset):
         on_bad_image: OnBad = "error",
         on_bad_label: OnBad = "error",
         return_meta: bool = False,
+        workers: int | None = 0,
     ) -> None:
         if images not in ("aligned", "original"):
             raise ValueError(f"images must be 'aligned' or 'original', got {images!r}")
         root = require_path("rafdb", Path(root))
         label_file = require_path("rafdb", root / LABEL_FILE, "label file")
         img_dir = require_path("rafdb", root / "Image" / images, f"{images} image folder")
-        skips = SkipLog("rafdb")
+        # One label file lists both splits; a skipped entry's split is its train_/test_ prefix.
+        skips = SkipLog("rafdb", part_of=lambda e: next((s for s in ("train", "test") if e.startswith(f"{s}_")), None))
 
         entries, malformed = [], []
-        for n, line in enumerate(label_file.read_text().splitlines(), 1):
+        for n, line in enumerate(read_lines(label_file, "rafdb"), 1):
             parts = line.split()
             if not parts:
                 continue
@@ -91,4 +94,4 @@ class RAFDB(RecordDataset):
             "excluded": excluded,
             **info,
         }
-        super().__init__("rafdb", records, transform, return_meta, on_bad_image, protocol, skips)
+        super().__init__("rafdb", records, transform, return_meta, on_bad_image, protocol, skips, workers=workers)

@@ -13,9 +13,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ifer.core.io import IMAGE_EXTENSIONS
 from ifer.data import labels as L
 from ifer.data.common import (
-    IMAGE_SUFFIXES,
     ModelSelection,
     OnBad,
     Record,
@@ -32,10 +32,11 @@ FOLDERS = {"train": "Train", "test": "Val"}
 
 def _scan(root: Path, folder: str, on_bad_label: OnBad, skips: SkipLog) -> list[Record]:
     split_dir = require_path("sfew", root / folder, f"{folder}/ folder")
+    skips.part = "train" if folder == FOLDERS["train"] else "test"
     entries = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         for img in sorted(class_dir.iterdir()):
-            if img.suffix.lower() in IMAGE_SUFFIXES:
+            if img.suffix.lower() in IMAGE_EXTENSIONS:
                 # Keyed by file name: the same face in two class folders is a duplicate, not two samples.
                 entries.append((img.name, class_dir.name, img))
     where = {name: path for name, _, path in entries}
@@ -58,6 +59,7 @@ class SFEW(RecordDataset):
         on_bad_image: OnBad = "error",
         on_bad_label: OnBad = "error",
         return_meta: bool = False,
+        workers: int | None = 0,
     ) -> None:
         root = require_path("sfew", Path(root))
         skips = SkipLog("sfew")
@@ -74,4 +76,4 @@ class SFEW(RecordDataset):
             "test_is": "official Val folder (test labels are withheld)",
             **info,
         }
-        super().__init__("sfew", records, transform, return_meta, on_bad_image, protocol, skips)
+        super().__init__("sfew", records, transform, return_meta, on_bad_image, protocol, skips, workers=workers)

@@ -211,6 +211,7 @@ class SynthFER(RecordDataset):
         transform: Callable | None = None,
         return_meta: bool = False,
         on_bad_image: OnBad = "error",
+        workers: int | None = 0,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -249,7 +250,7 @@ class SynthFER(RecordDataset):
             "config": manifest.get("config"),
             "digest": manifest.get("digest"),
         }
-        super().__init__("synthfer", records, transform, return_meta, on_bad_image, protocol)
+        super().__init__("synthfer", records, transform, return_meta, on_bad_image, protocol, workers=workers)
 
     @property
     def identities(self) -> list[int]:

@@ -34,3 +34,18 @@ def train_transform(size: int, flip: bool = True) -> T.Compose:
     if flip:
         ops.append(T.RandomHorizontalFlip())
     return T.Compose([*ops, T.ToTensor(), normalize()])
+
+
+def ke2nt_train_transform(size: int = 112, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> T.Compose:
+    """KE2NT's published training pipeline (hangyu94/KE2NT ``swint_raf_main.py``), which timm's
+    ``create_transform`` cannot express: Resize(size) (short side), RandomCrop(size, padding 4) applied with
+    p 0.5, horizontal flip, ImageNet normalisation, RandomErasing(p 0.5, scale (0.02, 0.25)) on the tensor.
+
+    The official Resize gets an int, so non-square inputs keep their aspect ratio; the crop is applied only
+    half the time, so a centre crop makes the output ``size`` x ``size`` either way (a no-op on the square
+    aligned faces the paper uses)."""
+    return T.Compose([
+        T.Resize(size, antialias=True), T.CenterCrop(size),
+        T.RandomApply([T.RandomCrop(size, padding=4)], p=0.5), T.RandomHorizontalFlip(),
+        T.ToTensor(), T.Normalize(mean, std), T.RandomErasing(p=0.5, scale=(0.02, 0.25)),
+    ])

@@ -1,31 +1,23 @@
-"""Run a FER model over a whole dataset (no drop_last, no padding, fixed order) and score it.
+"""Score a FER model on a whole dataset: ``predict`` (the inference loop) lives in ``ifer.metrics.predict``, below
+both training (model selection) and evaluation, which may not import each other; it is re-exported here for the
+eval stage, with ``predict_sharded`` for several ranks.
 
     python -m ifer.cli eval-fer --params params.yaml --method ifer
 """
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from ifer.eval.shard import DistInfo, gather_in_order, shard
+from ifer.metrics.predict import predict
+
+__all__ = ["predict", "predict_sharded"]
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
-            num_workers: int = 0, features: bool = False) -> dict[str, torch.Tensor]:
-    """Logits (and optionally expression features) for every item, in dataset order; nothing dropped."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
-    was_training = model.training
-    model.eval()
-    logits, labels, feats = [], [], []
-    for x, y in loader:
-        x = x.to(device)
-        logits.append(model(x).float().cpu())
-        labels.append(torch.as_tensor(y))
-        if features:
-            feats.append(model.expression_features(x).float().cpu())
-    model.train(was_training)
-    out = {"logits": torch.cat(logits), "labels": torch.cat(labels)}
-    if features:
-        out["features"] = torch.cat(feats)
-    if len(out["labels"]) != len(dataset):
-        raise RuntimeError(f"evaluated {len(out['labels'])} items but the dataset has {len(dataset)}")
-    return out
+def predict_sharded(model: torch.nn.Module, dataset: Dataset, batch_size: int, device: torch.device, info: DistInfo,
+                    num_workers: int = 0, features: bool = False) -> dict[str, torch.Tensor]:
+    """``predict`` with each rank scoring its own shard; every rank gets all items, in dataset order, once each."""
+    local, idx = shard(dataset, info)
+    out = predict(model, local, batch_size, device, num_workers, features=features)
+    return gather_in_order(out, idx, len(dataset), info) if info.distributed else out

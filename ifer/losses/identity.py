@@ -16,13 +16,10 @@ The official run uses ArcFace IR-SE50 (``arcface_ir_se50``); the embedder must b
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # a runtime import would be circular: metrics -> models -> losses -> metrics
-    from ifer.metrics.embedders import IdentityEmbedder
+from ifer.metrics.embedders import IdentityEmbedder
 
 
 class IDLoss(nn.Module):

@@ -33,10 +33,11 @@ import torch
 from PIL import Image
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from ifer.core.io import IMAGE_EXTENSIONS, is_image_file
 from ifer.core.weights import MissingWeightsError, resolve_weights
 from ifer.metrics.embedders import IdentityEmbedder, get_embedder
+from ifer.metrics.lpips import LPIPSLoss
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 METRIC_KEYS = ("mse", "lpips", "ssim", "psnr", "id_sim", "fid")
 FID_NAME = "fid_torchmetrics_inception2048"
 _FIXED_NAMES = {"mse": "mse_256_pm1", "lpips": "lpips_alex_v0.1_256", "ssim": "ssim_torchmetrics_gauss11_rgb01_dr1",
@@ -163,8 +164,6 @@ def _to_device(module, device: torch.device):
 
 
 def _build_lpips(weights: str | Path | None, device: torch.device):
-    from ifer.losses.reconstruction import LPIPSLoss
-
     return LPIPSLoss(weights).to(device)
 
 
@@ -190,7 +189,7 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
         raise FileNotFoundError(f"not a directory: {folder}")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
+        if is_image_file(p):
             if p.stem in found:
                 raise ValueError(f"{folder}: two images share the name {p.stem!r} ({found[p.stem].name}, {p.name})")
             found[p.stem] = p
@@ -222,6 +221,16 @@ def load_image(path: str | Path, size: int = 256) -> torch.Tensor:
     return data.view(size, size, 3).permute(2, 0, 1).float() / 127.5 - 1
 
 
+def update_from_files(ev: InversionEvaluator, pairs: Sequence[tuple[str, Path, Path]], size: int = 256,
+                      batch_size: int = 8) -> None:
+    """Read ``(name, pred_file, gt_file)`` pairs (from ``pair_by_name``, or a shard of them) in batches into ``ev``."""
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        pred = torch.stack([load_image(p, size) for _, p, _ in chunk])
+        gt = torch.stack([load_image(g, size) for _, _, g in chunk])
+        ev.update(pred, gt, [name for name, _, _ in chunk])
+
+
 def evaluate_inversion(pred_dir: str | Path, gt_dir: str | Path,
                        metrics: Sequence[str] = ("mse", "lpips", "ssim", "psnr"), *, size: int = 256,
                        batch_size: int = 8, **evaluator_kwargs) -> dict:
@@ -232,11 +241,7 @@ def evaluate_inversion(pred_dir: str | Path, gt_dir: str | Path,
     """
     pairs = pair_by_name(pred_dir, gt_dir)
     ev = InversionEvaluator(metrics, **evaluator_kwargs)
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i:i + batch_size]
-        pred = torch.stack([load_image(p, size) for _, p, _ in chunk])
-        gt = torch.stack([load_image(g, size) for _, _, g in chunk])
-        ev.update(pred, gt, [name for name, _, _ in chunk])
+    update_from_files(ev, pairs, size, batch_size)
     out = ev.compute()
     out["pred_dir"], out["gt_dir"], out["image_size"] = str(pred_dir), str(gt_dir), size
     return out

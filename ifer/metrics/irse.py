@@ -10,6 +10,9 @@ The published checkpoints are loaded unchanged, so the module tree mirrors them 
 
 Both take 112x112 RGB in [-1, 1] and return L2-normalised 512-d embeddings.
 
+The pSp encoder (``ifer.models.psp``) builds its body from the same ``BottleneckIR`` units (``use_se=True``), so
+there is one IR-SE implementation in the suite.
+
     >>> import torch
     >>> from ifer.metrics.irse import ir_se50
     >>> net = ir_se50().eval()

@@ -22,22 +22,21 @@ Example (CPU, < 1 s)::
 """
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
 from ifer.core.loading import CheckpointError, extract_state_dict, load_state_dict_strict, read_checkpoint
-from ifer.core.quirks import Quirks
-from ifer.models.gcvit import GCViTLayer, GradualStyleBlock, PatchEmbed, relative_position_index, resolve_quirks
-from ifer.models.registry import register_model
+from ifer.core.quirks import Quirks, resolved_quirks
+from ifer.core.weights import resolve_weights
+from ifer.models.gcvit import GCViTLayer, GradualStyleBlock, PatchEmbed, resolve_quirks
+from ifer.models.psp import upsample_add
+from ifer.models.registry import create_model, register_config_builder, register_model
 from ifer.models.stylegan2 import TINY_64_CHANNELS, Generator
 
-__all__ = ["ASITEncoder", "ASIT", "build_encoder", "deterministic_init_", "ENCODER_CONFIGS", "GENERATOR_CONFIGS"]
+__all__ = ["ASITEncoder", "ASIT", "build_encoder", "ENCODER_CONFIGS", "GENERATOR_CONFIGS"]
 
 #: GC ViT-B at 256 px as in the official ``gc_vit_base()``, and a 64-px CPU member on the same code path.
 ENCODER_CONFIGS: dict[str, dict] = {
@@ -130,10 +129,6 @@ class ASITEncoder(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    @staticmethod
-    def _upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=True) + y
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(B, 3, R, R) -> (styles (B, n_styles, style_dim), structure (B, C, 4, 4), [f1, f2, f3])."""
         x = self.pos_drop(self.patch_embed(x))
@@ -145,8 +140,8 @@ class ASITEncoder(nn.Module):
                 features.append(self.act(self.convs[i](c)))
             x = level(x)
         c1, c2, c3 = pyramid
-        p2 = self._upsample_add(c3, self.latlayer1(c2))
-        p1 = self._upsample_add(p2, self.latlayer2(c1))
+        p2 = upsample_add(c3, self.latlayer1(c2))
+        p1 = upsample_add(p2, self.latlayer2(c1))
         sources = [c3] * self.coarse_ind + [p2] * (self.middle_ind - self.coarse_ind) \
             + [p1] * (self.n_styles - self.middle_ind)
         styles = torch.stack([head(src) for head, src in zip(self.styles, sources)], dim=1)
@@ -249,8 +244,11 @@ class ASIT(nn.Module):
                 raise CheckpointError(f"{path}: {e}") from None
 
     def save_checkpoint(self, path: str | Path, opts: dict | None = None) -> None:
-        """Write the official layout, which ``load_checkpoint`` (and the official code) read back."""
-        ckpt = {"state_dict": self.state_dict(), "opts": dict(opts or {})}
+        """Write the official layout, which ``load_checkpoint`` (and the official code) read back.
+
+        ``opts["quirks"]`` records the resolved quirk flags the encoder ran with (``resolved_quirks``) unless the
+        caller gives the run's own."""
+        ckpt = {"state_dict": self.state_dict(), "opts": {"quirks": resolved_quirks(self.encoder.quirks), **(opts or {})}}
         if self.latent_avg is not None:
             ckpt["latent_avg"] = self.latent_avg.cpu()
         torch.save(ckpt, path)
@@ -263,51 +261,6 @@ class ASIT(nn.Module):
             self.set_latent_avg(latent_avg)
         else:
             self.init_latent_avg(n_mean_latent, seed)
-
-
-# ----------------------------------------------------------------------------------------------
-# Deterministic weights for parity tests (shared with the scratch scripts that run the official code).
-
-_NORM_WEIGHT = re.compile(r"(^|\.)norm\d?\.weight$")
-_EQUALIZED = re.compile(r"(^|\.)(linear|modulation)\.weight$")
-
-
-@torch.no_grad()
-def deterministic_init_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Fill every float tensor of an encoder / IFER ``state_dict`` in key order from a seeded generator.
-
-    Scales keep activations O(1) through 31 blocks while making every path matter: layer-scale gammas are
-    1; LayerNorm weights ``1 + 0.1 N``; ``alpha`` (SPE gate) ``0.5 N``; relative-position tables ``N``;
-    equalised (runtime-scaled) EqualLinear / modulated-conv weights ``N``; modulation biases ``1 + 0.1 N``;
-    other biases ``0.1 N``; other weights ``N / sqrt(fan_in)``. ``relative_position_index`` buffers are recomputed. A module
-    with the same keys (e.g. the official one) gets identical values. For an ``ASIT`` use this on
-    ``.encoder`` and ``ifer.models.stylegan2.seeded_init_`` on ``.decoder``.
-    """
-    g = torch.Generator().manual_seed(seed)
-    for name, t in module.state_dict(keep_vars=True).items():
-        if name.endswith("relative_position_index"):
-            # recomputed rather than skipped, so modules materialised with ``to_empty`` are fully defined
-            t.data.copy_(relative_position_index(math.isqrt(t.shape[0])))
-            continue
-        if not t.is_floating_point():
-            continue
-        v = torch.randn(t.shape, generator=g)
-        if name.endswith(("gamma1", "gamma2")):
-            v = torch.ones_like(v)
-        elif name.endswith("_float_tensor"):
-            v = torch.zeros_like(v)
-        elif _NORM_WEIGHT.search(name) or name.endswith("modulation.bias"):
-            v = 1 + 0.1 * v
-        elif name.endswith("alpha"):
-            v = 0.5 * v
-        elif name.endswith("relative_position_bias_table") or _EQUALIZED.search(name) or t.ndim == 5:
-            pass
-        elif t.ndim == 1:
-            v = 0.1 * v
-        else:
-            v = v / math.sqrt(t[0].numel())
-        t.data.copy_(v)
-    return module
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,3 +311,22 @@ def asit_tiny(mode: str | Quirks = "as_described", quirks: Quirks | None = None,
     """64-px CPU ASIT: tiny encoder + ``Generator(64, 128, 4, channels=TINY_64_CHANNELS)``."""
     return _asit("tiny", start_from_latent_avg, train_decoder, mode=mode, quirks=quirks, fused_attn=fused_attn,
                  drop_path_rate=drop_path_rate, **kwargs)
+
+
+@register_config_builder("asit")
+def build_asit_from_config(name: str, section, seed: int = 0, **_other_context) -> ASIT:
+    """ASIT from the ``asit`` config section: quirk ``mode``, ``train_decoder``, ``start_from_latent_avg``, the
+    StyleGAN2 file (required when the decoder is frozen) and ``latent_avg`` from the file, else from
+    ``latent_avg_samples`` mapped latents drawn with ``seed``."""
+    train_decoder = bool(section["train_decoder"])
+    # resolve the user's file before building a 265M-parameter model, so a missing file fails in milliseconds
+    decoder_file = None if train_decoder else resolve_weights("stylegan2_ffhq_256_rosinality",
+                                                               section.get("stylegan_weights"))
+    net = create_model(name, mode=section["mode"], train_decoder=train_decoder,
+                       start_from_latent_avg=section["start_from_latent_avg"], **dict(section.get("kwargs") or {}))
+    n_samples = int(section.get("latent_avg_samples", 100_000))
+    if decoder_file is not None:
+        net.load_decoder(decoder_file, n_mean_latent=n_samples, seed=seed)
+    if net.latent_avg is None:
+        net.init_latent_avg(n_samples, seed=seed)
+    return net

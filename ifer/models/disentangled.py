@@ -10,15 +10,16 @@ reversal layer). An optional decoder reconstructs the image from both embeddings
 and no decoder is built. No code was released: dimensions, backbone, adversary shape and weights are
 our choices, listed in ``docs/methods.md``.
 
-Stepping (one optimizer over ``model.parameters()``, one backward of ``training_loss``, is correct for
-both adversary forms, because each term reaches only the parameters of the player it trains):
+Stepping: one forward of ``training_loss`` (inside DDP, so every gradient is all-reduced) and one backward
+feed both players; each term reaches only the parameters of the player it trains:
 * ``uniform_kl``: the encoder term evaluates the adversary with *detached* parameters
   (``torch.func.functional_call``), and the adversary's own cross-entropy is computed on the
-  *detached* non-expression embedding. With ``joint_adversary=False`` the latter term is left out and
-  the trainer steps a second optimizer over ``adversary_parameters()`` with ``adversary_loss(x, y)``
-  (and excludes them from the first one: ``main_parameters()``), e.g. for k adversary steps per step.
+  *detached* non-expression embedding.
 * ``grad_reversal``: one cross-entropy through :func:`~ifer.losses.disentangled.grad_reverse`;
   the adversary minimises it, the encoder receives ``-adv_weight`` times its gradient.
+The trainer (``ifer.train.fer``) gives ``main_parameters()`` to the main optimizer and
+``adversary_parameters()`` to the adversary's own optimizer, so the adversary is stepped exactly once per
+iteration, with the gradient of that same backward.
 
     python -c "import torch, ifer; m = ifer.create_model('disentangled_tiny'); \
 print(m.training_loss(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))[1])"
@@ -34,8 +35,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ifer.losses.classification import batch_accuracy, classification_loss
 from ifer.losses.disentangled import grad_reverse, uniform_kl
-from ifer.models.baselines import batch_accuracy, build_timm_backbone, classification_loss
+from ifer.models.baselines import build_timm_backbone
 from ifer.models.registry import register_model
 
 __all__ = ["DisentangledFER", "ADVERSARY_MODES", "disentangled_resnet18", "disentangled_tiny"]
@@ -84,26 +86,22 @@ class DisentangledFER(nn.Module):
         adv_weight: weight of the encoder's adversarial term (for grad reversal, the reversal coefficient).
         adversary_hidden: hidden width of the 2-layer MLP adversary (0 = linear adversary).
         recon_weight: weight of the MSE reconstruction of the (normalised) input; 0 builds no decoder.
-        joint_adversary: uniform_kl only; include the adversary's own loss in ``training_loss``.
     """
 
     def __init__(self, backbone: str = "resnet18", num_classes: int = 7, img_size: int = 112,
                  expr_dim: int = 256, nonexpr_dim: int = 256,
                  adversary: Literal["uniform_kl", "grad_reversal"] = "uniform_kl", adv_weight: float = 1.0,
-                 adversary_hidden: int = 256, recon_weight: float = 0.0, joint_adversary: bool = True,
+                 adversary_hidden: int = 256, recon_weight: float = 0.0,
                  decoder_channels: int = 256, pretrained_path: str | Path | None = None,
                  backbone_kwargs: dict | None = None):
         super().__init__()
         if adversary not in ADVERSARY_MODES:
             raise ValueError(f"adversary must be one of {ADVERSARY_MODES}, got {adversary!r}")
-        if adversary == "grad_reversal" and not joint_adversary:
-            raise ValueError("grad_reversal trains both players in one step; joint_adversary=False needs uniform_kl")
         self.num_classes = num_classes
         self.img_size = img_size
         self.adversary_mode = adversary
         self.adv_weight = adv_weight
         self.recon_weight = recon_weight
-        self.joint_adversary = joint_adversary
         self.backbone = build_timm_backbone(backbone, img_size, pretrained_path, **(backbone_kwargs or {}))
         feat = self.backbone.num_features
         self.expr_branch = _embedding(feat, expr_dim)
@@ -116,12 +114,12 @@ class DisentangledFER(nn.Module):
             self.adversary = nn.Linear(nonexpr_dim, num_classes)
         self.decoder = ImageDecoder(expr_dim + nonexpr_dim, img_size, decoder_channels) if recon_weight > 0 else None
 
-    # --- parameters, for a two-optimizer setup ---
+    # --- parameters: each player has its own optimizer (see the module docstring) ---
     def adversary_parameters(self) -> Iterator[nn.Parameter]:
         return self.adversary.parameters()
 
     def main_parameters(self) -> Iterator[nn.Parameter]:
-        """Every parameter except the adversary's."""
+        """Every parameter except the adversary's: what the main optimizer may step."""
         adv = {id(p) for p in self.adversary.parameters()}
         return (p for p in self.parameters() if id(p) not in adv)
 
@@ -141,13 +139,6 @@ class DisentangledFER(nn.Module):
         params = {k: v.detach() for k, v in self.adversary.named_parameters()}
         return functional_call(self.adversary, params, (z,))
 
-    def adversary_loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The adversary's own objective (CE predicting the expression from the detached non-expression
-        embedding), for a separate adversary optimizer; no gradient reaches the encoder."""
-        with torch.no_grad():
-            _, z_n = self.embeddings(x)
-        return classification_loss(self.adversary(z_n), target)
-
     def training_loss(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         z_e, z_n = self.embeddings(x)
         logits = self.classifier(z_e)
@@ -163,8 +154,7 @@ class DisentangledFER(nn.Module):
             logs["adv_uniform_kl"] = _item(adv_term)
             adv_logits = self.adversary(z_n.detach())
             adv_ce = classification_loss(adv_logits, target)
-            if self.joint_adversary:
-                loss = loss + adv_ce
+            loss = loss + adv_ce
         logs["adv_ce"] = _item(adv_ce)
         logs["adv_acc"] = batch_accuracy(adv_logits, target)
         if self.decoder is not None:

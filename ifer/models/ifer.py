@@ -17,22 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ifer.core.loading import load_state_dict_strict, read_state_dict
+from ifer.core.quirks import Quirks
+from ifer.losses.classification import classification_loss
 from ifer.models.asit import ASITEncoder, build_encoder
-from ifer.models.registry import register_model
+from ifer.models.registry import create_model, register_config_builder, register_model
 from ifer.models.stylegan2 import ModulatedConv2d
 
-__all__ = ["IFER", "IFERLatentOnly", "soft_target_cross_entropy"]
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """CE against class indices (B,) or soft targets (B, C) (timm's SoftTargetCrossEntropy, for mixup)."""
-    if target.ndim == logits.ndim:
-        return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
-    return F.cross_entropy(logits, target)
+__all__ = ["IFER", "IFERLatentOnly"]
 
 
 class _FERBase(nn.Module):
@@ -46,7 +40,7 @@ class _FERBase(nn.Module):
 
     def training_loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy for (B,) class indices; soft-target cross-entropy for (B, num_classes) targets."""
-        return soft_target_cross_entropy(self(x), target)
+        return classification_loss(self(x), target)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Strictly load a timm CheckpointSaver file (``state_dict`` + ``args`` Namespace, ...) or a bare dict."""
@@ -122,3 +116,14 @@ def ifer_tiny(num_classes: int = 7, **kwargs) -> IFER:
 def ifer_latent_only_base(num_classes: int = 7, **kwargs) -> IFERLatentOnly:
     """``Faep2`` ablation on the base encoder (W+ codes only, no structure code or modulation)."""
     return IFERLatentOnly(build_encoder("base", **kwargs), num_classes)
+
+
+@register_config_builder("ifer")
+def build_ifer_from_config(name: str, section, num_classes: int = 7, mode: str | Quirks = "as_described",
+                           init_checkpoint: str | Path | None = None, **_other_context) -> _FERBase:
+    """IFER from its FER-method section (``model``, ``kwargs``): the encoder gets the run's quirk ``mode``, and
+    ``init_checkpoint`` (a trained ASIT checkpoint) supplies its weights, strictly."""
+    model = create_model(name, num_classes=num_classes, mode=mode, **dict(section.get("kwargs") or {}))
+    if init_checkpoint is not None:
+        model.load_asit_encoder(init_checkpoint)
+    return model

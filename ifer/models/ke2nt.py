@@ -27,13 +27,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ifer.core.config import ConfigError
+from ifer.losses.classification import classification_loss, hard_labels
 from ifer.losses.ke2nt import self_contrast_loss, transformation_loss
-from ifer.models.baselines import build_timm_backbone, classification_loss, hard_labels
+from ifer.models.baselines import build_timm_backbone
 from ifer.models.registry import register_model
 from ifer.models.text_encoders import TextEncoder, build_text_encoder, cached_encode
 
-__all__ = ["KE2NT", "RECIPE", "PROMPT_TEMPLATE", "CLASS_PHRASES", "class_prompts",
-           "ke2nt_resnet18", "ke2nt_swin_t", "ke2nt_tiny"]
+__all__ = ["KE2NT", "RECIPE", "PROMPT_TEMPLATE", "CLASS_PHRASES", "PAPER_TEXT_ENCODER", "class_prompts",
+           "method_label", "check_method_name", "ke2nt_resnet18", "ke2nt_minilm_resnet18", "ke2nt_swin_t", "ke2nt_tiny"]
 
 PROMPT_TEMPLATE = "a photo of a person making {} facial expression."
 # Canonical order of ifer.data.labels.EXPRESSIONS_8 (models do not import data; a test checks they agree).
@@ -41,21 +43,55 @@ PROMPT_TEMPLATE = "a photo of a person making {} facial expression."
 CLASS_PHRASES: tuple[str, ...] = ("a neutral", "a happiness", "a sadness", "a surprise", "a fear", "a disgust",
                                   "an anger", "a contempt")
 
-#: The published training recipe (official ``swint_raf_main.py``), for the trainer.
+#: The published training recipe (official ``swint_raf_main.py`` + ``utils/lr_scheduler.py``), for the trainer
+#: and for the test that ``profiles/paper.yaml`` follows it. Epoch 0 runs at a constant 1e-4; from epoch 1 on,
+#: CosineAnnealingLR(T_max=50) stepped once per epoch (lr 0.002 at epoch 1, then 0.001 * (1 + cos(pi (e-1) / 50))),
+#: 50 epochs in all. ``optimizer: momentum`` is timm's name for plain SGD (its ``sgd`` is Nesterov).
 RECIPE: dict = {
-    "optimizer": {"name": "sgd", "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4},
+    "optimizer": {"name": "momentum", "nesterov": False, "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4},
     "schedule": {"name": "cosine", "epochs": 50, "warmup_epochs": 1, "warmup_lr": 1e-4, "warmup": "constant",
-                 "step": "epoch"},
-    "batch_size": 64, "eval_batch_size": 100, "drop_last": True, "seed": 29,
+                 "t_max_epochs": 50, "step": "epoch"},
+    "batch_size": 64, "eval_batch_size": 100, "drop_last": True, "seed": 29, "clip_grad": None, "amp": False,
     "input_size": 112,
     "augment": {"resize": 112, "random_crop": {"size": 112, "padding": 4, "p": 0.5}, "hflip": 0.5,
                 "random_erasing": {"p": 0.5, "scale": (0.02, 0.25)}},
+    "eval": {"resize": 112, "crop_pct": 1.0},
     "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
     "loss_weights": {"s": 1.0, "t": 1.0, "c": 1.0},
     # The official script keeps the epoch with the best RAF-DB *test* accuracy; the suite selects on a
     # held-out split instead (see docs/methods.md).
     "model_selection": "best_test_epoch (official); held-out validation (suite)",
 }
+
+#: Paper-setting text encoder; any other encoder makes a different method (see :attr:`KE2NT.method_label`).
+PAPER_TEXT_ENCODER = "clip_vit_b16"
+_ENCODER_LABELS = {"clip_vit_b16": "ke2nt", "offline_minilm_l6_v2": "ke2nt_minilm"}
+
+
+def method_label(text_encoder_name: str) -> str:
+    """The method name results must carry for a KE2NT model with this text encoder.
+
+    Only the paper's CLIP ViT-B/16 text tower gives ``ke2nt``; the offline MiniLM stand-in gives
+    ``ke2nt_minilm``. Precomputed rows count as the encoder that produced them (``precomputed:<source>``).
+    """
+    source = text_encoder_name.removeprefix("precomputed:")
+    return _ENCODER_LABELS.get(source, f"ke2nt_{source.replace(':', '_')}")
+
+
+def check_method_name(method: str, text_encoder_name: str) -> None:
+    """Raise ConfigError unless the results name ``method`` fits the text encoder (for the pipeline to call).
+
+    ``method`` must be the label of :func:`method_label` or extend it (``ke2nt_swin`` with CLIP,
+    ``ke2nt_minilm_swin`` with MiniLM), and must not extend the label of another encoder: ``ke2nt_minilm``
+    with CLIP, or ``ke2nt`` with MiniLM, would put one setting's numbers under the other's name.
+    """
+    label = method_label(text_encoder_name)
+    others = [x for x in _ENCODER_LABELS.values() if x != label and x.startswith(label)]
+    fits = method == label or (method.startswith(label + "_") and not any(
+        method == o or method.startswith(o + "_") for o in others))
+    if not fits:
+        raise ConfigError(f"fer_methods.{method}: a KE2NT model with text encoder {text_encoder_name!r} reports "
+                          f"as method {label!r}; rename the method to {label!r} (or {label}_<variant>)")
 
 
 def class_prompts(num_classes: int = 7, template: str = PROMPT_TEMPLATE) -> list[str]:
@@ -86,7 +122,7 @@ class KE2NT(nn.Module):
     """
 
     def __init__(self, backbone: str = "resnet18", num_classes: int = 7,
-                 text_encoder: TextEncoder | str = "offline_minilm_l6_v2", text_encoder_kwargs: dict | None = None,
+                 text_encoder: TextEncoder | str = PAPER_TEXT_ENCODER, text_encoder_kwargs: dict | None = None,
                  img_size: int = 112, neutral_index: int = 0, prompts: Sequence[str] | None = None,
                  logit_scale: float = 100.0, transform_hidden: int = 128,
                  pairwise: Literal["all", "diagonal"] = "all", loss_weights: Sequence[float] = (1.0, 1.0, 1.0),
@@ -113,6 +149,11 @@ class KE2NT(nn.Module):
         self.head = _projection_head(self.backbone.num_features, encoder.dim)
         self.to_neutral = nn.Sequential(nn.Linear(encoder.dim, transform_hidden), nn.ReLU(),
                                         nn.Linear(transform_hidden, encoder.dim))
+
+    @property
+    def method_label(self) -> str:
+        """``ke2nt`` only with the paper's CLIP text encoder, else e.g. ``ke2nt_minilm`` (for results tables)."""
+        return method_label(self.text_encoder_name)
 
     def expression_features(self, x: torch.Tensor) -> torch.Tensor:
         """f_e: the image feature in the text space (B, D)."""
@@ -143,14 +184,23 @@ class KE2NT(nn.Module):
 
 
 @register_model(family="ke2nt")
-def ke2nt_resnet18(num_classes: int = 7, text_encoder: TextEncoder | str = "offline_minilm_l6_v2",
+def ke2nt_resnet18(num_classes: int = 7, text_encoder: TextEncoder | str = PAPER_TEXT_ENCODER,
                    img_size: int = 112, **kw) -> KE2NT:
-    """ResNet-18 variant (the paper's CNN backbone; its face-recognition pretraining is not released)."""
+    """ResNet-18 variant (the paper's CNN backbone; its face-recognition pretraining is not released).
+
+    The paper's CLIP ViT-B/16 text encoder: pass ``text_encoder_kwargs={'weights_path': .../ViT-B-16.pt}``."""
     return KE2NT("resnet18", num_classes=num_classes, text_encoder=text_encoder, img_size=img_size, **kw)
 
 
 @register_model(family="ke2nt")
-def ke2nt_swin_t(num_classes: int = 7, text_encoder: TextEncoder | str = "offline_minilm_l6_v2",
+def ke2nt_minilm_resnet18(num_classes: int = 7, img_size: int = 112, **kw) -> KE2NT:
+    """ResNet-18 KE2NT with the offline all-MiniLM-L6-v2 text encoder: NOT the paper's setting (method
+    ``ke2nt_minilm``); runs without CLIP weights."""
+    return KE2NT("resnet18", num_classes=num_classes, text_encoder="offline_minilm_l6_v2", img_size=img_size, **kw)
+
+
+@register_model(family="ke2nt")
+def ke2nt_swin_t(num_classes: int = 7, text_encoder: TextEncoder | str = PAPER_TEXT_ENCODER,
                  img_size: int = 112, patch_size: int = 2, drop_path_rate: float = 0.1, **kw) -> KE2NT:
     """Swin-T as in the official code: 112 px, patch 2, window 7, drop path 0.1 (56x56 tokens, like 224/4)."""
     bk = {"patch_size": patch_size, "drop_path_rate": drop_path_rate, **kw.pop("backbone_kwargs", {})}
@@ -161,5 +211,6 @@ def ke2nt_swin_t(num_classes: int = 7, text_encoder: TextEncoder | str = "offlin
 @register_model(family="ke2nt")
 def ke2nt_tiny(num_classes: int = 7, text_encoder: TextEncoder | str = "offline_minilm_l6_v2",
                img_size: int = 64, **kw) -> KE2NT:
-    """CPU-test size: timm ``test_resnet`` (0.37 M parameters) at 64 px."""
+    """CPU-test size: timm ``test_resnet`` (0.37 M parameters) at 64 px. Its default text encoder is the offline
+    MiniLM (no CLIP weights offline), so its results are method ``ke2nt_minilm`` (``model.method_label``)."""
     return KE2NT("test_resnet", num_classes=num_classes, text_encoder=text_encoder, img_size=img_size, **kw)

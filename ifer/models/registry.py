@@ -1,18 +1,22 @@
 """Model registry (timm-style).
 
 Models register an entrypoint with ``@register_model`` (as in timm) and are built with
-``ifer.create_model(name, **kwargs)``::
+``ifer.create_model(name, **kwargs)``. A pipeline stage builds the model a config section names with
+``build_from_config(section, **context)``: the section's ``model`` and ``kwargs`` go to ``create_model``, and a
+family that reads more of its section (quirk mode, weight files, ``latent_avg``) registers its own builder with
+``@register_config_builder(family)``, so the stages never test model or method names::
 
     python -c "import ifer; print(ifer.list_models()); m = ifer.create_model('asit_tiny')"
 """
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 _MODEL_ENTRYPOINTS: dict[str, Callable] = {}
 _MODEL_FAMILY: dict[str, str] = {}
+_CONFIG_BUILDERS: dict[str, Callable] = {}
 
 
 def register_model(fn: Callable | None = None, *, family: str | None = None):
@@ -27,6 +31,18 @@ def register_model(fn: Callable | None = None, *, family: str | None = None):
         return f
 
     return _register(fn) if fn is not None else _register
+
+
+def register_config_builder(family: str):
+    """Register ``fn(name, section, **context) -> model`` as the way family ``family`` builds from a config section."""
+
+    def _register(fn: Callable) -> Callable:
+        if family in _CONFIG_BUILDERS and _CONFIG_BUILDERS[family] is not fn:
+            raise ValueError(f"family {family!r} has two config builders")
+        _CONFIG_BUILDERS[family] = fn
+        return fn
+
+    return _register
 
 
 def _ensure_models_imported() -> None:
@@ -61,3 +77,24 @@ def create_model(name: str, checkpoint_path: str | Path | None = None, **kwargs)
 
         load_checkpoint_into(model, checkpoint_path)
     return model
+
+
+def build_from_config(section: Mapping, **context):
+    """Build the model config ``section`` names (``model``, optional ``kwargs``).
+
+    ``context`` is what the calling stage knows beyond the section (``num_classes``, ``mode``, ``seed``, an
+    ``init_checkpoint``). A family with a registered config builder gets the section and the whole context;
+    any other model gets ``kwargs`` plus ``num_classes`` when given, and the rest of the context is not its
+    business (e.g. the quirk mode, which only the released code's families have).
+    """
+    _ensure_models_imported()
+    name = section["model"]
+    if name not in _MODEL_ENTRYPOINTS:
+        return create_model(name)  # raises the KeyError naming the registered models
+    builder = _CONFIG_BUILDERS.get(_MODEL_FAMILY[name])
+    if builder is not None:
+        return builder(name, section, **context)
+    kwargs = dict(section.get("kwargs") or {})
+    if context.get("num_classes") is not None:
+        kwargs["num_classes"] = context["num_classes"]
+    return create_model(name, **kwargs)

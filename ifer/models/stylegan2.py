@@ -29,7 +29,7 @@ __all__ = [
     "upfirdn2d", "fused_leaky_relu", "FusedLeakyReLU", "ScaledLeakyReLU", "PixelNorm", "Blur", "Upsample",
     "EqualLinear", "EqualConv2d", "ModulatedConv2d", "NoiseInjection", "ConstantInput", "StyledConv", "ToRGB",
     "Generator", "ConvLayer", "ResBlock", "Discriminator", "channel_table", "resblock_trunk", "infer_generator_size",
-    "load_stylegan2_checkpoint", "seeded_init_", "BLUR_KERNEL", "TINY_64_CHANNELS",
+    "load_stylegan2_checkpoint", "BLUR_KERNEL", "TINY_64_CHANNELS",
 ]
 
 BLUR_KERNEL = (1, 3, 3, 1)
@@ -607,40 +607,6 @@ def load_stylegan2_checkpoint(path: str | Path, size: int | None = None, key: st
     _check_generator_size(model, sd, path)
     load_state_dict_strict(model, sd, source=path)
     return model
-
-
-# ----------------------------------------------------------------------------------------------
-# Deterministic initialisation shared by the parity tests and the official-code scratch scripts.
-
-
-@torch.no_grad()
-def seeded_init_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Overwrite every tensor of ``module.state_dict()`` (in key order) from a seeded CPU generator.
-
-    Scales follow rosinality's initialisation where it matters for realistic activations: mapping
-    weights ``N(0, 1/lr_mul^2)``, modulation biases ``1 + N(0, 0.01)``, other biases and noise strengths
-    ``N(0, 0.01)``, other weights/constants/noise maps ``N(0, 1)``; ``nn.Linear`` weights ``N(0, 1/fan_in)``.
-    Blur kernels (fixed buffers) are left alone. Any module with rosinality key names gets the same values.
-    """
-    g = torch.Generator().manual_seed(seed)
-    modules = dict(module.named_modules())
-    for name, t in module.state_dict(keep_vars=True).items():
-        if name.endswith("kernel") or not t.is_floating_point():
-            continue
-        owner_name, _, leaf = name.rpartition(".")
-        owner = modules[owner_name]
-        v = torch.randn(t.shape, generator=g)
-        if leaf == "bias" and owner_name.endswith("modulation"):
-            v = 1 + 0.1 * v
-        # Class names, not isinstance: the same rules must apply to the official code's own classes.
-        elif leaf == "bias" or (leaf == "weight" and type(owner).__name__ == "NoiseInjection"):
-            v = 0.1 * v
-        elif leaf == "weight" and isinstance(owner, nn.Linear):
-            v = v / math.sqrt(t.shape[1])
-        elif leaf == "weight" and hasattr(owner, "lr_mul"):
-            v = v / owner.lr_mul
-        t.data.copy_(v)
-    return module
 
 
 # ----------------------------------------------------------------------------------------------

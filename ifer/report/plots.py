@@ -1,4 +1,8 @@
-"""Plots for results/: inversion grids (source over reconstruction), confusion matrices, training curves."""
+"""Plots for results/: inversion grids (source over reconstruction), confusion matrices (counts or the mean over
+seeds), training curves.
+
+    python -c "from ifer.report.plots import confusion_matrix_plot as p; p([[2, 1], [0.5, 3]], ['a', 'b'], '/tmp/cm.png', 'demo')"
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,7 +44,9 @@ def confusion_matrix_plot(cm: Sequence[Sequence[int]], class_names: Sequence[str
     ax.set_ylabel("true")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6, color="white" if norm[i, j] > 0.5 else "black")
+            # a mean over seeds is fractional: one decimal, not a truncated count
+            txt = f"{cm[i, j]:.0f}" if float(cm[i, j]).is_integer() else f"{cm[i, j]:.1f}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=6, color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title, fontsize=9)
     return _save(fig, path)

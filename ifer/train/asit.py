@@ -8,7 +8,10 @@ Per iteration (training/coach.py):
 Quirks (``ifer/core/quirks.py``) choose between the released behaviour (no-grad adversarial term,
 2-sample distribution loss, EMA key update inside every D forward) and the described one.
 
-Randomness is a function of (seed, step), so resuming from ``last.pt`` reproduces an uninterrupted run.
+Randomness is a function of (seed, step), so resuming from ``last.pt`` reproduces an uninterrupted run (a SIGKILL at
+any step or mid-save included: tests/test_fault_injection.py). ``last.pt`` records model, mode and config, and a
+resume with other ones is refused (``ifer.train.checkpoint``); SIGINT/SIGTERM save it at the next step
+(``ifer.train.interrupt``); non-finite gradients skip the step (``ifer.train.optim``).
 
     python -m ifer.cli train-asit --params params.yaml
     torchrun --standalone --nproc_per_node=2 -m ifer.cli train-asit --params params.yaml
@@ -16,6 +19,7 @@ Randomness is a function of (seed, step), so resuming from ``last.pt`` reproduce
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +29,23 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from ifer.core.config import ConfigError
+from ifer.core.loading import CheckpointError, load_state_dict_strict
 from ifer.core.quirks import Quirks, get_quirks
-from ifer.train.checkpoint import check_finite, load_training_state, save_training_state
-from ifer.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_flag
+from ifer.train.checkpoint import (
+    check_finite,
+    kill_if_requested,
+    load_resume_state,
+    mode_name,
+    remove_stale_temporaries,
+    run_record,
+    save_resumable,
+    save_training_state,
+)
+from ifer.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_flag, configure_device
+from ifer.train.interrupt import StopOnSignal, TrainingInterrupted
 from ifer.train.logging import RunLogger
+from ifer.train.optim import DEFAULT_MAX_NONFINITE_STEPS, GuardedStep, build_optimizer
 from ifer.train.seeding import ResumableSampler, SeededDataset, derive_seed
 
 
@@ -49,17 +66,12 @@ class ASITLosses:
         total = sum(self.lambdas[k] * v for k, v in terms.items())
         return total, {k: float(v.detach()) for k, v in terms.items()}
 
-
-def build_optimizer(params, name: str, lr: float) -> torch.optim.Optimizer:
-    """Ranger = RAdam + Lookahead (alpha 0.5, k 6) + gradient centralisation, betas (0.95, 0.999), eps 1e-5 (pSp's)."""
-    params = [p for p in params if p.requires_grad]
-    if name == "ranger":
-        from pytorch_optimizer import Ranger
-
-        return Ranger(params, lr=lr, alpha=0.5, k=6, betas=(0.95, 0.999), eps=1e-5, use_gc=True, gc_conv_only=False)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}; expected 'ranger' or 'adam'")
+    def to(self, device: torch.device | str) -> ASITLosses:
+        """Move the LPIPS and identity networks to the training device (they are built on the CPU)."""
+        for m in (self.perceptual, self.identity):
+            if m is not None:
+                m.to(device)
+        return self
 
 
 class _GStep(torch.nn.Module):
@@ -76,24 +88,40 @@ class _GStep(torch.nn.Module):
 def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, train_set: Dataset, val_set: Dataset,
                cfg, run_dir: str | Path, *, info: DistInfo | None = None, seed: int = 0,
                quirks: Quirks | str = "as_described", use_struct: bool = True, num_workers: int = 0,
-               resume: bool = True, stop_after_steps: int | None = None, progress: bool = True) -> dict | None:
+               resume: bool = True, stop_after_steps: int | None = None, progress: bool = True,
+               model_name: str | None = None, resume_override: bool = False) -> dict | None:
     """Train ``net`` (an ``ifer.models.asit.ASIT``) against ``disc``; returns the final validation summary on rank 0.
 
     ``cfg`` is the ``asit.train`` config section. ``stop_after_steps`` simulates an interruption (for tests).
+    ``last.pt`` records ``model_name``, the mode, ``cfg``, the loss weights and ``use_struct``; resuming with other
+    ones raises ResumeMismatchError unless ``resume_override``. SIGINT/SIGTERM save ``last.pt`` at the next step
+    and raise TrainingInterrupted.
     """
     from ifer.losses.adversarial import discriminator_loss, generator_adversarial_term
     from ifer.losses.distribution import distribution_loss
 
     info = info or DistInfo()
+    record = run_record(model_name or type(net).__name__, mode_name(quirks),
+                        {"asit.train": cfg, "asit.lambdas": losses.lambdas, "asit.use_struct": use_struct})
     quirks = get_quirks(quirks)
     run_dir = Path(run_dir)
     log = RunLogger(run_dir, info.is_main, progress)
     device = info.device
+    configure_device(device, cfg.get("tf32", True))
     net.to(device)
     disc.to(device)
-    g_params = list(net.encoder.parameters()) + (list(net.decoder.parameters()) if net.train_decoder else [])
+    losses.to(device)
+    g_named = [(f"encoder.{n}", p) for n, p in net.encoder.named_parameters()]
+    if net.train_decoder:
+        g_named += [(f"decoder.{n}", p) for n, p in net.decoder.named_parameters()]
+    g_params = [p for _, p in g_named]
     opt_g = build_optimizer(g_params, cfg.optimizer, cfg.lr)
     opt_d = build_optimizer(disc.parameters(), cfg.optimizer, cfg.get("d_lr", cfg.lr))
+    max_bad = cfg.get("max_nonfinite_steps", DEFAULT_MAX_NONFINITE_STEPS)
+    guard_g = GuardedStep(opt_g, g_named, device_type=device.type, clip=cfg.get("grad_clip"),
+                          max_nonfinite_steps=max_bad, name="the encoder (G step)")
+    guard_d = GuardedStep(opt_d, disc.named_parameters(), device_type=device.type, max_nonfinite_steps=max_bad,
+                          name="the discriminator (D step)")
     g_step: torch.nn.Module = _GStep(net)
     if info.distributed:
         ids = [device.index] if device.type == "cuda" else None
@@ -101,94 +129,119 @@ def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, 
 
     seeded_train = SeededDataset(train_set, derive_seed(seed, "augment"))
     sampler = ResumableSampler(len(train_set), derive_seed(seed, "order"), info.rank, info.world_size)
-    steps_per_epoch = len(sampler)
-    batches_per_epoch = math.ceil(steps_per_epoch / cfg.batch_size)
+    # drop_last: a final batch of one image breaks the distribution loss (it needs two samples)
+    batches_per_epoch = len(sampler) // cfg.batch_size
+    if batches_per_epoch == 0:
+        raise ConfigError(f"asit.train.batch_size={cfg.batch_size} exceeds the {len(sampler)} training images per "
+                         f"process: no full batch to train on")
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     step, best, history = 0, math.inf, []
-    if resume and last_path.is_file():
-        state = load_training_state(last_path)
-        net.load_state_dict(state["net"])
+    if info.is_main:
+        remove_stale_temporaries(run_dir)
+    state, source = load_resume_state(last_path, record, resume_override) if resume else (None, None)
+    if state is not None:
+        load_state_dict_strict(net, state["net"], source)
         if state.get("latent_avg") is not None:
             net.set_latent_avg(state["latent_avg"])
-        disc.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        load_state_dict_strict(disc, state["disc"], source)
+        try:
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{source}: optimizer state does not fit ({type(e).__name__}: {e})") from e
+        guard_g.load_state_dict(state["guard_g"])
+        guard_d.load_state_dict(state["guard_d"])
         step, best, history = state["step"], state["best"], list(state["history"])
-        log.log("resume", step=step, path=str(last_path))
+        log.rewind(step)
+        log.log("resume", step=step, path=str(source))
+    else:
+        log.start_fresh()
+
+    def checkpoint() -> None:
+        save_resumable(last_path, {
+            "net": net.state_dict(), "latent_avg": net.latent_avg, "disc": disc.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "guard_g": guard_g.state_dict(),
+            "guard_d": guard_d.state_dict(), "step": step, "best": best, "history": history, "record": record})
 
     style_dim = net.decoder.style_dim
     bar = log.bar(cfg.steps, "train_asit", initial=step)
-    while step < cfg.steps:
-        epoch, within = divmod(step, batches_per_epoch)
-        seeded_train.set_epoch(epoch)
-        sampler.set_epoch(epoch, start_index=within * cfg.batch_size)
-        loader = DataLoader(seeded_train, batch_size=cfg.batch_size, sampler=sampler, num_workers=num_workers)
-        for batch in loader:
-            if step >= cfg.steps:
-                break
-            if stop_after_steps is not None and step >= stop_after_steps:
-                bar.close()
-                return None
-            x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)
-            torch.manual_seed(derive_seed(seed, "step", step, info.rank))
-            dist_rng = np.random.RandomState(derive_seed(seed, "dist", step, info.rank) % 2**32)
+    with StopOnSignal() as stop:
+        while step < cfg.steps:
+            epoch, within = divmod(step, batches_per_epoch)
+            seeded_train.set_epoch(epoch)
+            sampler.set_epoch(epoch, start_index=within * cfg.batch_size)
+            loader = DataLoader(seeded_train, batch_size=cfg.batch_size, sampler=sampler, num_workers=num_workers,
+                                drop_last=True, pin_memory=device.type == "cuda")
+            for batch in loader:
+                if step >= cfg.steps:
+                    break
+                if stop_after_steps is not None and step >= stop_after_steps:
+                    bar.close()
+                    return None
+                if stop.requested(info):
+                    bar.close()
+                    if info.is_main:
+                        checkpoint()
+                        log.log("interrupt", step=step, signal=stop.signum)
+                    barrier(info)
+                    raise TrainingInterrupted(step, stop.signum or signal.SIGTERM, last_path)
+                kill_if_requested(step)
+                x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)
+                torch.manual_seed(derive_seed(seed, "step", step, info.rank))
+                dist_rng = np.random.RandomState(derive_seed(seed, "dist", step, info.rank) % 2**32)
 
-            # --- D step (encoder frozen in eval mode, as coach.py) ---
-            net.eval()
-            disc.train()
-            with torch.no_grad():
-                z = torch.randn(x.shape[0], style_dim, device=device)
-                _, _, s_fea = net.decoder([z], randomize_noise=True, return_features=True)
-                fake = net(x, use_struct=use_struct, randomize_noise=True)
-            loss_d = discriminator_loss(disc(x, x), disc(fake, x))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            _all_reduce_grads(disc, info)
-            opt_d.step()
-            if not quirks.ema_update_every_forward:
-                disc.update_key_network()
+                # --- D step (encoder frozen in eval mode, as coach.py) ---
+                net.eval()
+                disc.train()
+                with torch.no_grad():
+                    z = torch.randn(x.shape[0], style_dim, device=device)
+                    _, _, s_fea = net.decoder([z], randomize_noise=True, return_features=True)
+                    fake = net(x, use_struct=use_struct, randomize_noise=True)
+                loss_d = discriminator_loss(disc(x, x), disc(fake, x))
+                opt_d.zero_grad(set_to_none=True)
+                guard_d.backward(loss_d)
+                _all_reduce_grads(disc, info)
+                guard_d.step(step, last_path)
+                if not quirks.ema_update_every_forward:
+                    disc.update_key_network()
 
-            # --- G step (encoder in train mode: DropPath active) ---
-            net.train()
-            if not net.train_decoder:
-                net.decoder.eval()
-            disc.eval()
-            y_hat, _, t_fea = g_step(x, use_struct)
-            loss_rec, terms = losses.reconstruction(y_hat, x)
-            loss_adv = generator_adversarial_term(disc, y_hat, x, quirks)
-            loss_dist = distribution_loss(s_fea, t_fea, quirks=quirks, rng=dist_rng)
-            lam = losses.lambdas
-            loss = loss_rec + lam["adv"] * loss_adv + lam["dist"] * loss_dist
-            terms.update(adv=_scalar(loss_adv), dist=_scalar(loss_dist), d=_scalar(loss_d))
-            if broadcast_flag(not math.isfinite(_scalar(loss)) or not math.isfinite(terms["d"]), info):
-                check_finite({"loss": _scalar(loss), **terms}, step, last_path)
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
-            opt_g.step()
-            step += 1
-            bar.update()
+                # --- G step (encoder in train mode: DropPath active) ---
+                net.train()
+                if not net.train_decoder:
+                    net.decoder.eval()
+                disc.eval()
+                y_hat, _, t_fea = g_step(x, use_struct)
+                loss_rec, terms = losses.reconstruction(y_hat, x)
+                loss_adv = generator_adversarial_term(disc, y_hat, x, quirks)
+                loss_dist = distribution_loss(s_fea, t_fea, quirks=quirks, rng=dist_rng)
+                lam = losses.lambdas
+                loss = loss_rec + lam["adv"] * loss_adv + lam["dist"] * loss_dist
+                terms.update(adv=_scalar(loss_adv), dist=_scalar(loss_dist), d=_scalar(loss_d))
+                if broadcast_flag(not math.isfinite(_scalar(loss)) or not math.isfinite(terms["d"]), info):
+                    check_finite({"loss": _scalar(loss), **terms}, step, last_path)
+                opt_g.zero_grad(set_to_none=True)
+                guard_g.backward(loss)
+                guard_g.step(step, last_path)
+                step += 1
+                bar.update()
 
-            if step % cfg.log_interval == 0:
-                log.log("train", step=step, loss=float(all_reduce_mean(loss.detach().cpu(), info)), **terms)
-                bar.set_postfix(loss=f"{_scalar(loss):.4f}")
-            if step % cfg.val_interval == 0 or step == cfg.steps:
-                if info.is_main:
-                    val = validate_asit(net, losses, val_set, cfg.batch_size, device, use_struct, num_workers)
-                    history.append({"step": step, **val})
-                    log.log("val", step=step, **val)
-                    if val["loss"] < best:
-                        best = val["loss"]
-                        save_training_state(best_path, {"net": net.state_dict(), "step": step, "val": val})
-            if step % cfg.save_interval == 0 or step == cfg.steps:
-                if info.is_main:
-                    save_training_state(last_path, {
-                        "net": net.state_dict(), "latent_avg": net.latent_avg, "disc": disc.state_dict(),
-                        "opt_g": opt_g.state_dict(),
-                        "opt_d": opt_d.state_dict(), "step": step, "best": best, "history": history})
-                barrier(info)
+                if step % cfg.log_interval == 0:
+                    log.log("train", step=step, loss=float(all_reduce_mean(loss.detach(), info)),
+                            skipped_steps=guard_g.skipped + guard_d.skipped, **terms)
+                    bar.set_postfix(loss=f"{_scalar(loss):.4f}")
+                if step % cfg.val_interval == 0 or step == cfg.steps:
+                    if info.is_main:
+                        val = validate_asit(net, losses, val_set, cfg.batch_size, device, use_struct, num_workers)
+                        history.append({"step": step, **val})
+                        log.log("val", step=step, **val)
+                        if val["loss"] < best:
+                            best = val["loss"]
+                            save_training_state(best_path, {"net": net.state_dict(), "step": step, "val": val})
+                if step % cfg.save_interval == 0 or step == cfg.steps:
+                    if info.is_main:
+                        checkpoint()
+                    barrier(info)
     bar.close()
     if not info.is_main:
         return None

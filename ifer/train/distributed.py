@@ -58,8 +58,9 @@ def barrier(info: DistInfo) -> None:
 
 
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean over ranks. The reduction runs on ``info.device``: NCCL cannot reduce CPU tensors."""
     if info.distributed:
-        value = value.clone()
+        value = value.detach().to(info.device, dtype=torch.float32, copy=True)
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= info.world_size
     return value
@@ -69,9 +70,16 @@ def broadcast_flag(flag: bool, info: DistInfo) -> bool:
     """True on every rank if it is True on any rank (so all ranks stop together, e.g. on a NaN loss)."""
     if not info.distributed:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)  # on the group's device (NCCL: CUDA only)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def configure_device(device: torch.device, tf32: bool = True) -> None:
+    """CUDA math settings a paper-scale run expects: TF32 matmuls and convolutions (``tf32`` config key)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def cleanup(info: DistInfo) -> None:

@@ -2,7 +2,7 @@
 
 The interface (``ifer.models``): ``forward(x) -> logits``, ``training_loss(x, target) -> (loss, terms)``
 where ``target`` is class indices or soft targets, ``expression_features(x)``. Optional: an adversary
-with ``adversary_parameters()`` / ``adversary_loss(x, y)`` trained by a second optimizer.
+(``adversary_parameters()``) whose loss is part of ``training_loss``, stepped by its own optimizer only.
 
 Recipe (scripts/train_ifer.py + configs/ifer.yml): AdamW (no weight decay on 1-D params), cosine
 schedule with linear warmup counted in optimizer updates, RandAugment, random erasing, mixup/cutmix
@@ -10,7 +10,10 @@ with label smoothing, gradient clipping, native AMP. The warmup/cosine length co
 dataset length unless the ``lr_schedule_imagenet_length`` quirk asks for the released behaviour.
 
 Every random draw is a function of (seed, epoch, step, rank, sample index), so a run resumed from
-``last.pt`` after a kill finishes with exactly the metrics of an uninterrupted run.
+``last.pt`` after a kill finishes with exactly the metrics of an uninterrupted run. ``last.pt`` is written after
+every epoch and, mid-epoch, on SIGINT/SIGTERM (``ifer.train.interrupt``); it records model, mode and config, and a
+resume with other ones is refused (``ifer.train.checkpoint``). ``amp_dtype: float16`` adds a GradScaler; with bf16
+or fp32 a non-finite gradient skips the step (``ifer.train.optim``). Training loaders drop the last partial batch.
 
     python -m ifer.cli train-fer --params params.yaml --method ifer --seed 0
     torchrun --standalone --nproc_per_node=2 -m ifer.cli train-fer --params params.yaml --method ifer
@@ -18,6 +21,7 @@ Every random draw is a function of (seed, epoch, step, rank, sample index), so a
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,14 +32,29 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from ifer.core.config import ConfigError
+from ifer.core.loading import CheckpointError, load_state_dict_strict
 from ifer.core.quirks import Quirks, get_quirks
-from ifer.eval.classify import predict
-from ifer.train.checkpoint import check_finite, load_training_state, save_training_state
-from ifer.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_flag
+from ifer.metrics.predict import predict
+from ifer.train.checkpoint import (
+    check_finite,
+    kill_if_requested,
+    load_resume_state,
+    load_training_state,
+    mode_name,
+    remove_stale_temporaries,
+    run_record,
+    save_resumable,
+    save_training_state,
+)
+from ifer.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_flag, configure_device
+from ifer.train.interrupt import StopOnSignal, TrainingInterrupted
 from ifer.train.logging import RunLogger
+from ifer.train.optim import DEFAULT_MAX_NONFINITE_STEPS, GuardedStep, build_optimizer
 from ifer.train.seeding import ResumableSampler, SeededDataset, derive_seed
 
 IMAGENET_TRAIN_LEN = 1_281_167  # scripts/train_ifer.py --data_len default
+_AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # float16 adds a GradScaler
 
 
 class _LossModule(torch.nn.Module):
@@ -61,15 +80,6 @@ class FERRun:
     history: list[dict] = field(default_factory=list)
 
 
-def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    """AdamW through timm (weight decay skipped for 1-D params and biases, as timm's create_optimizer_v2)."""
-    from timm.optim import create_optimizer_v2
-
-    name = cfg.get("optimizer", "adamw")
-    kwargs = {"momentum": cfg.get("momentum", 0.9)} if name in ("sgd", "momentum") else {}
-    return create_optimizer_v2(model, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
-
-
 def schedule_updates_per_epoch(n_train: int, batch_size: int, world_size: int, quirks: Quirks) -> int:
     """Updates per epoch used by the LR schedule. The released code used ImageNet's length (a bug)."""
     n = IMAGENET_TRAIN_LEN if quirks.lr_schedule_imagenet_length else n_train
@@ -80,10 +90,14 @@ def build_scheduler(optimizer, cfg, updates_per_epoch: int):
     from timm.scheduler import CosineLRScheduler
 
     main_epochs = max(1, cfg.epochs - cfg.get("cooldown_epochs", 0))
+    # lr_step=epoch: stepped once per epoch (KE2NT's published recipe); warmup_prefix starts the cosine after the
+    # warmup, so warmup_epochs=1 is one epoch at the constant warmup_lr, as the official ConstantWarmupScheduler
+    per_epoch = cfg.get("lr_step", "update") == "epoch"
+    unit = 1 if per_epoch else updates_per_epoch
     return CosineLRScheduler(
-        optimizer, t_initial=main_epochs * updates_per_epoch, lr_min=cfg.min_lr,
-        warmup_lr_init=cfg.warmup_lr, warmup_t=cfg.warmup_epochs * updates_per_epoch,
-        cycle_limit=1, t_in_epochs=False,
+        optimizer, t_initial=main_epochs * unit, lr_min=cfg.min_lr,
+        warmup_lr_init=cfg.warmup_lr, warmup_t=cfg.warmup_epochs * unit, warmup_prefix=bool(cfg.get("warmup_prefix")),
+        cycle_limit=1, t_in_epochs=per_epoch,
     )
 
 
@@ -107,10 +121,17 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
               *, info: DistInfo | None = None, seed: int = 0, quirks: Quirks | str = "as_described",
               model_selection: str = "val", num_classes: int | None = None, eval_batch_size: int = 64,
               num_workers: int = 0, resume: bool = True, stop_after_epochs: int | None = None,
-              progress: bool = True) -> FERRun | None:
+              progress: bool = True, model_name: str | None = None, config_section: str = "train",
+              resume_override: bool = False) -> FERRun | None:
     """Train, select the best epoch on ``model_selection`` ('val' by default; 'test' only when asked, and recorded),
-    then score the selected weights on the test set. Returns None when stopped early by ``stop_after_epochs``."""
+    then score the selected weights on the test set. Returns None when stopped early by ``stop_after_epochs``.
+
+    ``last.pt`` records ``model_name``, the quirks mode and ``cfg`` (named ``config_section`` in messages); a resume
+    with different ones raises ResumeMismatchError unless ``resume_override``. SIGINT/SIGTERM save ``last.pt`` at the
+    next step and raise TrainingInterrupted.
+    """
     info = info or DistInfo()
+    record = run_record(model_name or type(model).__name__, mode_name(quirks), {config_section: cfg})
     quirks = get_quirks(quirks)
     run_dir = Path(run_dir)
     num_classes = num_classes or model.num_classes
@@ -118,6 +139,7 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
         raise ValueError(f"model_selection must be 'val' or 'test', got {model_selection!r}")
     log = RunLogger(run_dir, info.is_main, progress)
     device = info.device
+    configure_device(device, cfg.get("tf32", True))
     model.to(device)
     core = model
     loss_module: torch.nn.Module = _LossModule(model)
@@ -125,103 +147,141 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
                                               find_unused_parameters=True)
 
-    optimizer = build_optimizer(core, cfg)
+    optimizer = build_optimizer(core, cfg.get("optimizer", "adamw"), cfg.lr, cfg.weight_decay, cfg.get("momentum", 0.9))
+    # --- adversary hook (disentangled model; H7, issue 13): the adversary is its own player. Its loss is a
+    # term of training_loss, so its gradient comes from the one DDP backward; only its own optimizer steps it.
     adversary_opt = None
     if hasattr(core, "adversary_parameters"):
+        adversarial = {id(p) for p in core.adversary_parameters()}
+        for group in optimizer.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in adversarial]
         adversary_opt = torch.optim.Adam(core.adversary_parameters(), lr=cfg.lr)
-    upe_real = math.ceil(len(train_set) / (cfg.batch_size * info.world_size))
+    # --- end adversary hook
+    upe_real = len(train_set) // (cfg.batch_size * info.world_size)  # drop_last: only full batches
+    if upe_real == 0:
+        raise ConfigError(f"{config_section}.batch_size={cfg.batch_size} x {info.world_size} process(es) exceeds the "
+                         f"{len(train_set)} training images: no full batch to train on")
     scheduler = build_scheduler(optimizer, cfg, schedule_updates_per_epoch(len(train_set), cfg.batch_size, info.world_size, quirks))
     mixup = build_mixup(cfg, num_classes)
     use_amp = bool(cfg.get("amp", False))
-    amp_dtype = torch.bfloat16
+    amp_dtype = _AMP_DTYPES[cfg.get("amp_dtype", "bfloat16")]
+    optimizers = [optimizer] + ([adversary_opt] if adversary_opt is not None else [])
+    guard = GuardedStep(optimizers, core.named_parameters(), device_type=device.type,
+                        fp16=use_amp and amp_dtype == torch.float16, clip=cfg.get("clip_grad"),
+                        max_nonfinite_steps=cfg.get("max_nonfinite_steps", DEFAULT_MAX_NONFINITE_STEPS))
 
     seeded_train = SeededDataset(train_set, derive_seed(seed, "augment"))
     sampler = ResumableSampler(len(train_set), derive_seed(seed, "order"), info.rank, info.world_size)
     selection_set = val_set if model_selection == "val" else test_set
 
     start_epoch, step, best, best_epoch, history = 0, 0, -math.inf, -1, []
+    partial = None  # a mid-epoch checkpoint (written on SIGINT/SIGTERM): batches done and running sums
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if resume and last_path.is_file():
-        state = load_training_state(last_path)
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if adversary_opt is not None:
-            adversary_opt.load_state_dict(state["adversary_optimizer"])
+    if info.is_main:
+        remove_stale_temporaries(run_dir)
+    state, source = load_resume_state(last_path, record, resume_override) if resume else (None, None)
+    if state is not None:
+        load_state_dict_strict(core, state["model"], source)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if adversary_opt is not None:
+                adversary_opt.load_state_dict(state["adversary_optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{source}: optimizer or scheduler state does not fit ({type(e).__name__}: {e})") from e
+        guard.load_state_dict(state["guard"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         best, best_epoch, history = state["best"], state["best_epoch"], list(state["history"])
-        log.log("resume", epoch=start_epoch, step=step, path=str(last_path))
+        partial = state.get("partial") or None
+        if partial:
+            start_epoch = partial["epoch"]
+        log.rewind(step)
+        log.log("resume", epoch=start_epoch, step=step, path=str(source))
+    else:
+        log.start_fresh()
 
-    for epoch in range(start_epoch, cfg.epochs):
-        if stop_after_epochs is not None and epoch >= stop_after_epochs:
-            return None
-        core.train()
-        seeded_train.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        loader = DataLoader(seeded_train, batch_size=cfg.batch_size, sampler=sampler, num_workers=num_workers,
-                            drop_last=False)
-        running, n_batches = {}, 0
-        bar = log.bar(len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
-        for x, y in loader:
-            torch.manual_seed(derive_seed(seed, "step", step, info.rank))
-            np.random.seed(derive_seed(seed, "np-step", step, info.rank) % 2**32)
-            x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device)
-            if mixup is not None and len(x) % 2 == 0:  # timm's batch mixup needs an even batch
-                x, target = mixup(x, y)
-            elif cfg.get("smoothing", 0) > 0:
-                target = smooth_targets(y, num_classes, cfg.smoothing)
-            else:
-                target = y
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss, terms = loss_module(x, target)
-            terms = {k: float(v) for k, v in terms.items() if k != "loss"}
-            bad = broadcast_flag(not torch.isfinite(loss.detach()).all().item(), info)
-            if bad:
-                check_finite({"loss": float("nan"), **terms}, step, last_path)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.get("clip_grad"):
-                torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.clip_grad)
-            optimizer.step()
-            if adversary_opt is not None:
-                adversary_opt.zero_grad(set_to_none=True)
-                adv_loss = core.adversary_loss(x.detach(), y)
-                adv_loss.backward()
-                adversary_opt.step()
-                terms = {**terms, "adversary": float(adv_loss.detach())}
-            step += 1
-            scheduler.step_update(num_updates=step)
-            loss_val = float(all_reduce_mean(loss.detach().float().cpu(), info))
-            for k, v in {"loss": loss_val, **terms}.items():
-                running[k] = running.get(k, 0.0) + float(v)
-            n_batches += 1
-            if step % cfg.get("log_interval", 20) == 0:
-                log.log("train", epoch=epoch, step=step, lr=optimizer.param_groups[0]["lr"], loss=loss_val, **terms)
-            bar.set_postfix(loss=f"{loss_val:.3f}")
-            bar.update()
-        bar.close()
+    def checkpoint(epoch_done: int, partial_state: dict | None) -> None:
+        save_resumable(last_path, {
+            "model": core.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "adversary_optimizer": adversary_opt.state_dict() if adversary_opt is not None else {},
+            "epoch": epoch_done, "step": step, "best": best, "best_epoch": best_epoch, "history": history,
+            "updates_per_epoch": upe_real, "guard": guard.state_dict(), "partial": partial_state, "record": record,
+        })
 
-        row = {"epoch": epoch, "step": step, **{f"train_{k}": v / max(n_batches, 1) for k, v in running.items()}}
-        if info.is_main:
-            sel = _score(core, selection_set, num_classes, eval_batch_size, device, num_workers)
-            row[f"{model_selection}_accuracy"] = sel["accuracy"]
-            row[f"{model_selection}_mean_class_accuracy"] = sel["mean_class_accuracy"]
-            if sel["accuracy"] > best:
-                best, best_epoch = sel["accuracy"], epoch
-                save_training_state(best_path, {"model": core.state_dict(), "epoch": epoch})
-            history.append(row)
-            log.log("epoch", **row)
-            save_training_state(last_path, {
-                "model": core.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "adversary_optimizer": adversary_opt.state_dict() if adversary_opt is not None else {},
-                "epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch, "history": history,
-                "updates_per_epoch": upe_real,
-            })
-        barrier(info)
+    with StopOnSignal() as stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                return None
+            skip = partial["batches"] if partial else 0
+            running, n_batches = (dict(partial["running"]), skip) if partial else ({}, 0)
+            partial = None
+            core.train()
+            seeded_train.set_epoch(epoch)
+            sampler.set_epoch(epoch, start_index=skip * cfg.batch_size)
+            loader = DataLoader(seeded_train, batch_size=cfg.batch_size, sampler=sampler, num_workers=num_workers,
+                                drop_last=True, pin_memory=device.type == "cuda")
+            bar = log.bar(len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
+            for x, y in loader:
+                if stop.requested(info):
+                    bar.close()
+                    if info.is_main:
+                        checkpoint(epoch - 1, {"epoch": epoch, "batches": n_batches, "running": running})
+                        log.log("interrupt", epoch=epoch, step=step, signal=stop.signum)
+                    barrier(info)
+                    raise TrainingInterrupted(step, stop.signum or signal.SIGTERM, last_path)
+                kill_if_requested(step)
+                torch.manual_seed(derive_seed(seed, "step", step, info.rank))
+                np.random.seed(derive_seed(seed, "np-step", step, info.rank) % 2**32)
+                x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device)
+                if mixup is not None and len(x) % 2 == 0:  # timm's batch mixup needs an even batch
+                    x, target = mixup(x, y)
+                elif cfg.get("smoothing", 0) > 0:
+                    target = smooth_targets(y, num_classes, cfg.smoothing)
+                else:
+                    target = y
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss, terms = loss_module(x, target)
+                terms = {k: float(v) for k, v in terms.items() if k != "loss"}
+                bad = broadcast_flag(not torch.isfinite(loss.detach()).all().item(), info)
+                if bad:
+                    check_finite({"loss": float("nan"), **terms}, step, last_path)
+                optimizer.zero_grad(set_to_none=True)
+                if adversary_opt is not None:  # adversary hook (H7)
+                    adversary_opt.zero_grad(set_to_none=True)
+                # clip, check and step every optimizer in ``optimizers`` (the adversary's too: H7's one step per
+                # iteration); a non-finite gradient skips the whole step
+                guard.backward(loss)
+                guard.step(step, last_path)
+                step += 1
+                scheduler.step_update(num_updates=step)
+                loss_val = float(all_reduce_mean(loss.detach().float(), info))
+                for k, v in {"loss": loss_val, **terms}.items():
+                    running[k] = running.get(k, 0.0) + float(v)
+                n_batches += 1
+                if step % cfg.get("log_interval", 20) == 0:
+                    log.log("train", epoch=epoch, step=step, lr=optimizer.param_groups[0]["lr"], loss=loss_val,
+                            skipped_steps=guard.skipped, **terms)
+                bar.set_postfix(loss=f"{loss_val:.3f}")
+                bar.update()
+            bar.close()
+            scheduler.step(epoch + 1)  # acts only for lr_step=epoch (timm ignores it when t_in_epochs=False)
+
+            row = {"epoch": epoch, "step": step, **{f"train_{k}": v / max(n_batches, 1) for k, v in running.items()}}
+            if info.is_main:
+                sel = _score(core, selection_set, num_classes, eval_batch_size, device, num_workers)
+                row[f"{model_selection}_accuracy"] = sel["accuracy"]
+                row[f"{model_selection}_mean_class_accuracy"] = sel["mean_class_accuracy"]
+                if sel["accuracy"] > best:
+                    best, best_epoch = sel["accuracy"], epoch
+                    save_training_state(best_path, {"model": core.state_dict(), "epoch": epoch})
+                history.append(row)
+                log.log("epoch", **row)
+                checkpoint(epoch, None)
+            barrier(info)
 
     if not info.is_main:
         return None
-    core.load_state_dict(load_training_state(best_path)["model"])
+    load_state_dict_strict(core, load_training_state(best_path)["model"], best_path)
     test = _score(core, test_set, num_classes, eval_batch_size, device, num_workers)
     log.log("test", best_epoch=best_epoch, selection=model_selection, **{k: v for k, v in test.items() if not isinstance(v, list)})
     return FERRun(run_dir=run_dir, best_epoch=best_epoch, selection_split=model_selection, selection_metric=best,

@@ -1,0 +1,180 @@
+"""Run the rehearsal: a scratch copy of the repository, the rehearsal data and weights, ``dvc repro``.
+
+The scratch copy (``<scratch>/work``) holds the tracked and untracked-but-not-ignored files of the checkout,
+so the run uses the code as it is on disk and never touches the checkout's ``results/``, ``runs/`` or
+``dvc.lock``. Its ``datasets`` and ``weights`` folders link to ``<scratch>/root``, written once by
+:func:`write_root`. One line per stage is printed (with its wall time), then the tables written::
+
+    python -m ifer.rehearsal run --scratch .rehearsal
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ifer.rehearsal.datasets import WRITERS, write_datasets
+from ifer.rehearsal.weights import write_weights
+
+PROFILE_LAYER = Path("ifer") / "configs" / "profiles" / "rehearse.yaml"
+_STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+
+
+class RehearsalError(RuntimeError):
+    """A stage failed or the report lacks what the protocol promises; the message says which."""
+
+
+def write_root(root: str | os.PathLike, seed: int = 0) -> dict[str, dict[str, Path]]:
+    """``<root>/datasets/<name>`` (miniature real layouts) with ``<root>/datasets/fingerprints.json`` (their
+    fingerprints, for ``data.fingerprints``) and ``<root>/weights/<file>`` (random upstream formats)."""
+    from ifer.data.verify import FINGERPRINTS
+
+    root = Path(root)
+    written = {"datasets": write_datasets(root / "datasets", seed=seed)}
+    fps = root / "datasets" / "fingerprints.json"
+    fps.write_text(json.dumps(rehearsal_fingerprints(root / "datasets", FINGERPRINTS), indent=2) + "\n")
+    written["datasets"]["fingerprints"] = fps
+    written["weights"] = write_weights(root / "weights", seed=seed)
+    return written
+
+
+def _ensure_root(root: Path, seed: int) -> None:
+    stamp = root / ".complete"
+    if stamp.is_file() and stamp.read_text() == str(seed):
+        return
+    if root.exists():
+        shutil.rmtree(root)
+    write_root(root, seed)
+    stamp.write_text(str(seed))
+
+
+def copy_checkout(repo: Path, work: Path) -> int:
+    """Copy the checkout's tracked and untracked-not-ignored files into a fresh ``work``; returns the count."""
+    files = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    if work.exists():
+        shutil.rmtree(work)
+    n = 0
+    for rel in filter(None, dict.fromkeys(files)):
+        src = repo / rel
+        if not src.is_file():  # deleted in the working tree but still in the index
+            continue
+        dst = work / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        n += 1
+    return n
+
+
+def rehearsal_fingerprints(datasets: Path, template: Path) -> dict:
+    """``fingerprints.json`` content for the miniature datasets: their file counts, split sizes and digests.
+
+    The packaged file expects the published counts (70,000 FFHQ images, ...), which a miniature copy can never
+    have; the rehearsal profile points ``data.fingerprints`` at this one, so ``verify`` checks the rehearsal
+    data as strictly as a maintainer's recorded fingerprint would (digest included) instead of being skipped.
+    """
+    from ifer.data import open_dataset
+    from ifer.data.verify import fingerprint
+
+    fps = json.loads(Path(template).read_text())
+    for name in (n for n in WRITERS if (Path(datasets) / n).is_dir()):
+        fp = fps[name] = fingerprint(datasets, name, fingerprints=template)  # count + digest, as verify computes them
+        fp.update(manifest=None, reason="rehearsal: miniature copy written by ifer.rehearsal, not the real dataset")
+        if fp.get("split_sizes"):
+            ds = open_dataset(name, Path(datasets) / name, split="test")
+            sizes = ds.protocol.get("official_split_sizes") or {"test": len(ds)}
+            fp["split_sizes"] = {k: sizes[k] for k in fp["split_sizes"]}
+    return fps
+
+
+def _env(python: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+def check_report(results: Path, methods: list[str], datasets: list[str]) -> list[str]:
+    """Problems with the rehearsal's outputs: a missing method x dataset row, LPIPS / ID / FID not numbers."""
+    problems = []
+    fer = json.loads((results / "fer_metrics.json").read_text())
+    have = {(r["method"], r["dataset"]) for r in fer["rows"]}
+    problems += [f"fer_metrics.json has no row for {m} x {d}" for m in methods for d in datasets if (m, d) not in have]
+    csv = (results / "fer_comparison.csv").read_text()
+    problems += [f"fer_comparison.csv has no row for {m} x {d}" for m in methods for d in datasets
+                 if not any(m in line and d in line for line in csv.splitlines())]
+    inv = json.loads((results / "inversion_metrics.json").read_text())["methods"]["asit"]
+    for prefix in ("lpips", "id_sim", "fid"):
+        found = {k: v for k, v in inv.items() if k.startswith(prefix)}
+        if not found:
+            problems.append(f"inversion_metrics.json has no {prefix}* metric for asit")
+        problems += [f"inversion_metrics.json: {k} = {v!r} is not a number" for k, v in found.items()
+                     if not (isinstance(v, (int, float)) and math.isfinite(v))]
+    return problems
+
+
+def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = ".", seed: int = 0,
+        python: str | os.PathLike | None = None, log=print) -> dict:
+    """Write the rehearsal inputs, run ``dvc repro`` on the ``paper`` profile + ``rehearse`` layer in a scratch
+    copy, print one line per stage and return ``{"stages": {name: seconds}, "tables": [...], "total_s": ...}``."""
+    scratch, repo = Path(scratch).resolve(), Path(repo).resolve()
+    python = Path(python or sys.executable)
+    t0 = time.perf_counter()
+    _ensure_root(scratch / "root", seed)
+    log(f"rehearsal inputs: {scratch / 'root'} ({time.perf_counter() - t0:.1f} s)")
+    work = scratch / "work"
+    n = copy_checkout(repo, work)
+    for name in ("datasets", "weights"):
+        (work / name).symlink_to(scratch / "root" / name, target_is_directory=True)
+    # datasets.dvc tracks the licensed data of a real checkout; here datasets/ is the rehearsal's.
+    (work / "datasets.dvc").unlink(missing_ok=True)
+    env = _env(python)
+    subprocess.run([str(python), "-m", "ifer.cli", "config", "--profile", "paper", "--params", str(PROFILE_LAYER),
+                    "--out", "params.yaml"], cwd=work, env=env, check=True)
+    # The copy has the checkout's .dvc/ (config, remotes) but no git: DVC must be told not to look for one.
+    dvc_setup = ["config", "--local", "core.no_scm", "true"] if (work / ".dvc").is_dir() else ["init", "--no-scm", "--quiet"]
+    subprocess.run([str(python), "-m", "dvc", *dvc_setup], cwd=work, env=env, check=True)
+    log(f"scratch copy: {work} ({n} files); dvc repro ...")
+    stages: dict[str, float] = {}
+    current, started, tail = None, time.perf_counter(), []
+    with open(scratch / "dvc_repro.log", "w") as full_log:
+        proc = subprocess.Popen([str(python), "-m", "dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            full_log.write(line)
+            full_log.flush()
+            tail = (tail + [line.rstrip()])[-40:]
+            m = _STAGE_LINE.match(line)
+            if m:
+                now = time.perf_counter()
+                if current is not None:
+                    stages[current] = now - started
+                    log(f"stage {current}: ok ({stages[current]:.1f} s)")
+                current, started = m.group(1), now
+        rc = proc.wait()
+    if current is not None:
+        stages[current] = time.perf_counter() - started
+        log(f"stage {current}: {'ok' if rc == 0 else 'FAILED'} ({stages[current]:.1f} s)")
+    if rc != 0:
+        raise RehearsalError(f"dvc repro failed (exit {rc}) in {work}; full log {scratch / 'dvc_repro.log'}; "
+                             "last lines:\n" + "\n".join(tail))
+    import yaml
+
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    results = work / params["paths"]["results"] / params["profile"]
+    problems = check_report(results, params["methods"], params["data"]["fer"]["datasets"])
+    if problems:
+        raise RehearsalError("rehearsal report incomplete: " + "; ".join(problems))
+    tables = sorted(str(p) for p in results.glob("*_comparison.*"))
+    summary = {"stages": stages, "tables": tables, "total_s": time.perf_counter() - t0}
+    (scratch / "timings.json").write_text(json.dumps(summary, indent=1) + "\n")
+    for t in tables:
+        log(f"table: {t}")
+    log(f"rehearsal passed in {summary['total_s']:.0f} s; stage timings in {scratch / 'timings.json'}")
+    return summary

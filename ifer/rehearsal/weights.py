@@ -1,0 +1,102 @@
+"""Random-valued weight files in each upstream format, under the file names the ``paper`` profile expects.
+
+Every file is built from the suite's own model classes (or the library's, for FID), seeded, so its keys and
+shapes are exactly what the strict loaders accept; the values are random, so metrics computed with them are
+numbers without meaning. A random file cannot match a published sha256: the rehearsal profile records which
+checks it skips (see ``ifer/configs/profiles/rehearse.yaml``)::
+
+    python -c "from ifer.rehearsal.weights import write_weights; print(write_weights('/tmp/rh/weights'))"
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+#: KNOWN_WEIGHTS name -> file name, as in ``ifer/configs/profiles/paper.yaml`` (and the upstream file names).
+FILES = {
+    "stylegan2_ffhq_256_rosinality": "stylegan2-ffhq-256-550000.pt",
+    "torchvision_alexnet": "alexnet-owt-7be5be79.pth",
+    "arcface_ir_se50": "model_ir_se50.pth",
+    "curricularface_ir101": "CurricularFace_Backbone.pth",
+    "fid_inception_v3": "weights-inception-2015-12-05-6726825d.pth",
+}
+
+
+def stylegan2_rosinality(seed: int = 0) -> dict:
+    """A dict as rosinality's ``train.py`` saves it (``550000.pt``): ``g``, ``d``, ``g_ema``, ``g_optim``,
+    ``d_optim``, ``args`` (an argparse Namespace). No ``latent_avg``: train.py does not save one, so loaders
+    must compute it (``asit.latent_avg_samples``)."""
+    from ifer.models.stylegan2 import Discriminator, Generator
+
+    torch.manual_seed(seed)
+    g_ema, g, d = Generator(256, 512, 8), Generator(256, 512, 8), Discriminator(256)
+    args = argparse.Namespace(size=256, batch=16, iter=800000, r1=10.0, path_regularize=2.0, lr=0.002,
+                              channel_multiplier=2, mixing=0.9, n_sample=64, latent=512, n_mlp=8)
+    # Empty Adam states (no step taken) keep the file small while matching the saved structure.
+    g_optim = torch.optim.Adam(g.parameters(), lr=args.lr, betas=(0.0, 0.99)).state_dict()
+    d_optim = torch.optim.Adam(d.parameters(), lr=args.lr, betas=(0.0, 0.99)).state_dict()
+    return {"g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(), "g_optim": g_optim,
+            "d_optim": d_optim, "args": args}
+
+
+def torchvision_alexnet(seed: int = 0) -> dict:
+    """``torchvision.models.alexnet().state_dict()`` (``features.*``, ``classifier.*``), what LPIPS' trunk reads."""
+    from torchvision.models import alexnet
+
+    torch.manual_seed(seed)
+    return alexnet(weights=None).state_dict()
+
+
+def arcface_ir_se50(seed: int = 0) -> dict:
+    """TreB1eN ``model_ir_se50.pth``: a bare IR-SE50 state dict."""
+    from ifer.metrics.irse import ir_se50
+
+    torch.manual_seed(seed)
+    return ir_se50().state_dict()
+
+
+def curricularface_ir101(seed: int = 0) -> dict:
+    """``CurricularFace_Backbone.pth``: a bare IR-101 state dict (final BN1d without affine)."""
+    from ifer.metrics.irse import ir101
+
+    torch.manual_seed(seed)
+    return ir101().state_dict()
+
+
+def fid_inception_v3(seed: int = 0) -> dict:
+    """torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``: the state dict of its
+    ``FeatureExtractorInceptionV3`` (what torchmetrics' ``feature_extractor_weights_path`` loads)."""
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    torch.manual_seed(seed)
+    # The class loads weights inside __init__ (downloading without a path); building the bare architecture
+    # needs both steps stubbed. The keys then come from the library's own module, whatever its version.
+    with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None):
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    return net.state_dict()
+
+
+BUILDERS: dict[str, Callable[[int], dict]] = {
+    "stylegan2_ffhq_256_rosinality": stylegan2_rosinality,
+    "torchvision_alexnet": torchvision_alexnet,
+    "arcface_ir_se50": arcface_ir_se50,
+    "curricularface_ir101": curricularface_ir101,
+    "fid_inception_v3": fid_inception_v3,
+}
+
+
+def write_weights(folder: str | Path, seed: int = 0, names=None) -> dict[str, Path]:
+    """Write the weight files (all of ``FILES`` unless ``names``) into ``folder``; returns ``{name: path}``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in names or FILES:
+        path = folder / FILES[name]
+        torch.save(BUILDERS[name](seed), path)
+        out[name] = path
+    return out

@@ -1,0 +1,83 @@
+"""Issue 13 item 3 wiring: each method's initialisation is recorded, `paper` has an ImageNet ResNet-18 from a
+user path, KE2NT's published schedule and transform reach the trainer, and MiniLM KE2NT never reports as `ke2nt`.
+
+    .venv/bin/python -m pytest tests/test_method_init.py -q
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from ifer.core.config import ConfigError, load_config
+from ifer.core.weights import KNOWN_WEIGHTS, MissingWeightsError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_paper_resnet18_starts_from_imagenet_weights_of_a_user_path(tmp_path, monkeypatch):
+    import torchvision
+
+    from ifer.models.registry import build_from_config
+
+    spec = load_config("paper").fer_methods.fer_resnet18
+    assert spec.init == "imagenet" and spec.kwargs.known_weights == "torchvision_resnet18_imagenet"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingWeightsError, match=r"torchvision_resnet18_imagenet.*resnet18-f37072fd\.pth"):
+        build_from_config(spec, num_classes=7)
+    # a stand-in file (random torchvision weights; only the real file has the published sha256 prefix)
+    (tmp_path / "weights").mkdir()
+    sd = torchvision.models.resnet18().state_dict()
+    torch.save(sd, tmp_path / "weights" / "resnet18-f37072fd.pth")
+    monkeypatch.setitem(KNOWN_WEIGHTS, "torchvision_resnet18_imagenet",
+                        dataclasses.replace(KNOWN_WEIGHTS["torchvision_resnet18_imagenet"], sha256_prefix=None))
+    model = build_from_config(spec, num_classes=7)
+    assert torch.equal(model.backbone.conv1.weight, sd["conv1.weight"])  # loaded strictly, fc.* dropped
+    assert torch.equal(model.backbone.layer4[1].bn2.running_var, sd["layer4.1.bn2.running_var"])
+
+
+def test_fer_init_records_every_methods_initialisation(tmp_path, monkeypatch):
+    from ifer.stages import stage_fer_init
+
+    monkeypatch.chdir(tmp_path)
+    for profile, expected in [("tiny", {"fer_resnet18": "scratch", "ke2nt_minilm": "scratch", "disentangled": "scratch"}),
+                              ("paper", {"fer_resnet18": "imagenet", "ke2nt": "scratch", "disentangled": "scratch"})]:
+        written = stage_fer_init(load_config(profile, overrides=["seeds=[0]"]))
+        got = {m: json.loads(written[f"{m}_seed0"].read_text())["init"] for m in expected}
+        assert got == expected, profile
+    paper = json.loads(written["fer_resnet18_seed0"].read_text())
+    assert paper["weights"] == "weights/resnet18-f37072fd.pth" and paper["sha256"] == "missing"
+
+
+def test_minilm_ke2nt_is_its_own_method(tmp_path):
+    from ifer.stages import build_fer_model
+
+    tiny = load_config("tiny")
+    assert "ke2nt" not in tiny.methods and "ke2nt_minilm" in tiny.methods
+    assert build_fer_model(tiny, "ke2nt_minilm", 7).method_label == "ke2nt_minilm"
+    wrong = load_config("tiny", overrides=["fer_methods.ke2nt.model=ke2nt_tiny"])
+    with pytest.raises(ConfigError, match="rename the method to 'ke2nt_minilm'"):
+        build_fer_model(wrong, "ke2nt", 7)
+
+
+def test_paper_ke2nt_schedule_and_transform_reach_the_trainer():
+    from torchvision import transforms as T
+
+    from ifer.data.build import fer_train_transform
+    from ifer.train.fer import build_scheduler
+
+    tr = load_config("paper").fer_methods.ke2nt.train
+    assert any(isinstance(t, T.RandomApply) for t in fer_train_transform(tr).transforms)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=tr.lr)
+    sched, upe, lrs = build_scheduler(opt, tr, 7), 7, []
+    for epoch in range(tr.epochs):  # as train_fer: step_update per update, step per epoch
+        lrs.append(opt.param_groups[0]["lr"])
+        for u in range(upe):
+            sched.step_update(num_updates=epoch * upe + u + 1)
+            assert opt.param_groups[0]["lr"] == lrs[-1]  # constant within an epoch
+        sched.step(epoch + 1)
+    official = [1e-4] + [0.001 * (1 + math.cos(math.pi * (e - 1) / 50)) for e in range(1, 50)]
+    assert lrs == pytest.approx(official, rel=1e-12)
