@@ -30,19 +30,24 @@ from ifer.core.config import PROFILES, load_config, save_resolved
 
 
 def _cfg(args):
-    return load_config(args.profile, args.params, args.overrides)
+    from ifer.core.weights import set_skip_sha256
+
+    cfg = load_config(args.profile, args.params, args.overrides)
+    set_skip_sha256(cfg.get_path("weights.skip_sha256", []) or [])
+    return cfg
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input the user can fix (missing data/weights, bad files or config, a diverged run)."""
     from ifer.core.config import ConfigError
     from ifer.core.loading import CheckpointError
+    from ifer.core.weights import WeightsHashError
     from ifer.data.common import DataError
     from ifer.report.readme import ReadmeMarkerError
     from ifer.train.checkpoint import NonFiniteLossError, ResumeMismatchError
 
     return (ConfigError, DataError, CheckpointError, NonFiniteLossError, ResumeMismatchError, ReadmeMarkerError,
-            FileNotFoundError)
+            WeightsHashError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

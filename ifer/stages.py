@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ifer.core.config import Config, save_resolved
+from ifer.core.io import sha256_file
 from ifer.train.distributed import DistInfo
 
 log = logging.getLogger("ifer")
@@ -86,13 +87,6 @@ def _set_threads(cfg: Config) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def fingerprint_dataset(cfg: Config, name: str) -> dict:
     """What identifies a dataset's bytes, cheaply enough to run on every ``dvc repro``.
 
@@ -109,13 +103,13 @@ def fingerprint_dataset(cfg: Config, name: str) -> dict:
     entry = {"dataset": name, "root": str(root)}
     if FER_DATASETS.get(name, (name, {}))[0] == "synthfer":
         manifest = root / "manifest.json"
-        return {**entry, "sha256": _file_sha256(manifest) if manifest.is_file() else "missing"}
+        return {**entry, "sha256": sha256_file(manifest) if manifest.is_file() else "missing"}
     if not root.is_dir():
         return {**entry, "status": "missing"}
     h, n = hashlib.sha256(), 0
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
         rel = p.relative_to(root).as_posix()
-        h.update(f"{rel}\t{p.stat().st_size}\t{'' if is_image_file(p) else _file_sha256(p)}\n".encode())
+        h.update(f"{rel}\t{p.stat().st_size}\t{'' if is_image_file(p) else sha256_file(p)}\n".encode())
         n += 1
     return {**entry, "n_files": n, "sha256": h.hexdigest()}
 
@@ -154,7 +148,7 @@ def stage_fingerprint_inputs(cfg: Config) -> dict[str, Path]:
              "inversion_test": fingerprint_dataset(cfg, cfg.data.inversion.test),
              **{f"fer_{d}": fingerprint_dataset(cfg, d) for d in cfg.data.fer.datasets}}
     for role, keys in _used_weights(cfg).items():
-        files[role] = {k: ({"path": v, "sha256": _file_sha256(Path(v))} if v and Path(v).is_file()
+        files[role] = {k: ({"path": v, "sha256": sha256_file(Path(v))} if v and Path(v).is_file()
                            else {"path": v, "status": "missing"}) for k, v in keys.items()}
     return {role: write_json(out / f"{role}.json", content) for role, content in files.items()}
 
@@ -175,12 +169,12 @@ def stage_fer_init(cfg: Config) -> dict[str, Path]:
             weights = (spec.get("kwargs") or {}).get("pretrained_path")
             if weights:  # e.g. the ImageNet ResNet-18 of `paper`: record which file the run starts from
                 info = {**info, "weights": str(weights),
-                        "sha256": _file_sha256(Path(weights)) if Path(weights).is_file() else "missing"}
+                        "sha256": sha256_file(Path(weights)) if Path(weights).is_file() else "missing"}
             if method == "ifer" and cfg.ifer.init == "asit":
                 k = asit_seed_for(cfg, seed)
                 ckpt = asit_dir(cfg, k) / "asit_best.pt"
                 info = {**info, "init": "asit", "asit_seed": k, "checkpoint": str(ckpt),
-                        "sha256": _file_sha256(ckpt) if ckpt.is_file() else "missing"}
+                        "sha256": sha256_file(ckpt) if ckpt.is_file() else "missing"}
             written[f"{method}_seed{seed}"] = write_json(run_root(cfg) / "fer_init" / f"{method}_seed{seed}.json", info)
     return written
 
@@ -581,9 +575,8 @@ def stage_report(cfg: Config):
                                         f"FER pairwise comparisons (accuracy, test split, profile {cfg.profile})")
     probe = [{"method": r["method"], "dataset": r["dataset"], "seed": r["seed"], **r["identity_probe"]}
              for r in fer["runs"] if "identity_probe" in r]
-    if probe:
-        written += t.write_probe(probe, res, "identity_probe",
-                                 "Identity information in the expression features (linear probe, SynthFER test identities)")
+    written += t.write_probe(probe, res, "identity_probe",
+                             "Identity information in the expression features (linear probe, SynthFER test identities)")
     # training curves
     asit_log = read_log(asit_dir(cfg) / "log.jsonl", "train")
     if asit_log:

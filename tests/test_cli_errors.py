@@ -29,3 +29,16 @@ def test_traceback_on_request(monkeypatch, tmp_path):
     monkeypatch.setenv("IFER_TRACEBACK", "1")
     with pytest.raises(FileNotFoundError):
         main(["train-asit", "--profile", "paper", f"paths.runs={tmp_path}/runs"])
+
+
+def test_weights_with_the_wrong_hash_are_a_one_line_user_error(tmp_path):
+    """A random file named like torchvision's AlexNet fails its published sha256 prefix with an error the CLI
+    prints as one line (it used to be a bare ValueError, i.e. a traceback)."""
+    from ifer.cli import _user_errors
+    from ifer.core.weights import WeightsHashError, resolve_weights
+
+    bad = tmp_path / "alexnet-owt-7be5be79.pth"
+    bad.write_bytes(b"not the published file")
+    with pytest.raises(WeightsHashError, match="alexnet-owt-7be5be79.pth: sha256 .* does not match .*7be5be79"):
+        resolve_weights("torchvision_alexnet", bad)
+    assert issubclass(WeightsHashError, _user_errors())

@@ -97,3 +97,25 @@ def test_strict_load_errors_are_one_line(tmp_path):
     nan = {"weight": torch.full((2, 3), float("nan")), "bias": torch.zeros(2)}
     with pytest.raises(CheckpointError, match="non-finite"):
         load_state_dict_strict(torch.nn.Linear(3, 2), nan, source="nan.pt")
+
+
+def test_skip_sha256_is_explicit_named_and_logged(tmp_path, caplog):
+    """The rehearsal's random AlexNet cannot carry torchvision's published hash: `weights.skip_sha256` skips that one
+    check for the named asset only, with a warning; it is off by default and an unknown name is refused."""
+    from ifer.core.config import load_config
+    from ifer.core.weights import WeightsHashError, set_skip_sha256
+
+    bad = tmp_path / "alexnet-owt-7be5be79.pth"
+    bad.write_bytes(b"random stand-in")
+    assert load_config("tiny").weights.skip_sha256 == []
+    try:
+        set_skip_sha256(["torchvision_alexnet"])
+        with caplog.at_level("WARNING", logger="ifer"):
+            assert resolve_weights("torchvision_alexnet", bad) == bad
+        assert "NOT checked" in caplog.text and "torchvision_alexnet" in caplog.text
+        with pytest.raises(KeyError, match="no_such_asset"):
+            set_skip_sha256(["no_such_asset"])
+    finally:
+        set_skip_sha256([])
+    with pytest.raises(WeightsHashError):
+        resolve_weights("torchvision_alexnet", bad)

@@ -56,16 +56,18 @@ def _reason(path: Path, exc: BaseException) -> str:
     return f"corrupt ({type(exc).__name__}: {text})"
 
 
-def read_rgb(path: str | Path, verify: bool = False):
+def read_rgb(path: str | Path, verify: bool = False, *, exif: bool = False, alpha_on_white: bool = False):
     """Decode ``path`` fully and return an 8-bit RGB ``PIL.Image``, or raise :class:`UnreadableImageError`.
 
-    Accepted and converted: grayscale, palette, RGBA (alpha dropped), CMYK (e.g. Photoshop JPEGs) and
-    16-bit PNGs (scaled by 1/257 to 8 bits; Pillow's own ``convert`` would saturate them to white).
+    The one image decoder of the suite (datasets, inversion metrics, ``ifer predict``). Accepted and converted:
+    grayscale, palette, RGBA (alpha dropped, or composited on white with ``alpha_on_white``: photos), CMYK (e.g.
+    Photoshop JPEGs) and 16-bit PNGs (scaled by 1/257 to 8 bits; Pillow's own ``convert`` would saturate them to
+    white). ``exif=True`` applies the EXIF orientation (phone photos; dataset images are stored upright).
     Rejected: zero-byte, truncated and non-image files, and images under ``MIN_IMAGE_SIDE`` px a side.
     ``verify=True`` first runs Pillow's ``verify()``, which also checks PNG chunk CRCs.
     """
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     path = Path(path)
     try:
@@ -74,9 +76,14 @@ def read_rgb(path: str | Path, verify: bool = False):
                 im.verify()
         with Image.open(path) as im:
             im.load()  # decodes every pixel: truncated data fails here, not later in a transform
+            if exif:
+                im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
                 arr = np.asarray(im, dtype=np.float64)
                 rgb = Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8), "L").convert("RGB")
+            elif alpha_on_white and (im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)):
+                rgba = im.convert("RGBA")
+                rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
             else:
                 rgb = im.convert("RGB")
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError)

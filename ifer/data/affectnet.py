@@ -70,6 +70,8 @@ class AffectNet(RecordDataset):
     ``crop_face=True`` crops to the CSV's face box (``face_x, face_y, face_width, face_height``).
     """
 
+    # The keyword-only signature repeats across the adapters on purpose (duplicates scan: same shape): each
+    # adapter's constructor is its documented public API, and a shared **kwargs would hide typos.
     def __init__(
         self,
         root: str | os.PathLike,

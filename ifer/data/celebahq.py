@@ -77,6 +77,8 @@ def split_from_celeba_partition(mapping: Path, partition: Path, split: str) -> s
 class CelebAHQ(RecordDataset):
     """CelebA-HQ images as ``(image, UNLABELED)``; ``split`` in all/train/val/test."""
 
+    # The keyword-only signature repeats across the adapters on purpose (duplicates scan: same shape): each
+    # adapter's constructor is its documented public API, and a shared **kwargs would hide typos.
     def __init__(
         self,
         root: str | os.PathLike,

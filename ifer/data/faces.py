@@ -18,8 +18,9 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from ifer.core.io import UnreadableImageError, read_rgb
 from ifer.data.common import DataError
 
 YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
@@ -27,21 +28,10 @@ YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 
 def read_photo(path: str | Path) -> Image.Image:
     """Decode ``path`` fully, apply its EXIF orientation and return 8-bit RGB (alpha composited on white)."""
-    path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file must fail here, not later in a transform
-            im = ImageOps.exif_transpose(im)
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for corrupt data; each becomes one line
-        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {str(e).strip() or 'no detail'})") from None
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit greyscale: scale to 8 bits, not clip
-        arr = np.asarray(im, dtype=np.float64)
-        im = Image.fromarray(np.uint8(np.clip(arr / max(arr.max(), 1) * 255, 0, 255)))
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, rgba)
-    return im.convert("RGB")
+        return read_rgb(path, exif=True, alpha_on_white=True)
+    except UnreadableImageError as e:
+        raise DataError(f"{path}: cannot decode image ({e})") from None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ def _image_name(entry: str, images: str) -> str:
 class RAFDB(RecordDataset):
     """RAF-DB basic expression split as ``(image, canonical_label)``."""
 
+    # The keyword-only signature repeats across the adapters on purpose (duplicates scan: same shape): each
+    # adapter's constructor is its documented public API, and a shared **kwargs would hide typos.
     def __init__(
         self,
         root: str | os.PathLike,

@@ -47,6 +47,8 @@ def _scan(root: Path, folder: str, on_bad_label: OnBad, skips: SkipLog) -> list[
 class SFEW(RecordDataset):
     """SFEW 2.0 as ``(image, canonical_label)``; ``split='test'`` is the official Val folder."""
 
+    # The keyword-only signature repeats across the adapters on purpose (duplicates scan: same shape): each
+    # adapter's constructor is its documented public API, and a shared **kwargs would hide typos.
     def __init__(
         self,
         root: str | os.PathLike,

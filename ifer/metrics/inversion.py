@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from ifer.core.io import IMAGE_EXTENSIONS, is_image_file
+from ifer.core.io import IMAGE_EXTENSIONS, is_image_file, read_rgb
 from ifer.core.weights import MissingWeightsError, resolve_weights
 from ifer.metrics.embedders import IdentityEmbedder, get_embedder
 from ifer.metrics.lpips import LPIPSLoss
@@ -213,11 +213,10 @@ def pair_by_name(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Pa
 
 def load_image(path: str | Path, size: int = 256) -> torch.Tensor:
     """RGB file -> (3, size, size) float tensor in [-1, 1] (PIL bilinear resize when needed)."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    im = read_rgb(path)
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR)
+    data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
     return data.view(size, size, 3).permute(2, 0, 1).float() / 127.5 - 1
 
 

@@ -179,7 +179,11 @@ def write_significance(table: pd.DataFrame, out_dir: str | Path, stem: str, titl
 
 def write_probe(rows: Sequence[dict], out_dir: str | Path, stem: str, title: str) -> list[Path]:
     """Identity probe: per-seed rows in CSV, mean ± std [interval] per method in Markdown."""
-    per_seed = pd.DataFrame(list(rows))
+    per_seed = pd.DataFrame(list(rows), columns=None if rows else ["method", "dataset", "seed",
+                                                                   "identity_probe_accuracy", "identity_chance"])
+    if per_seed.empty:  # real FER datasets carry no identity labels; dvc.yaml still declares the files
+        return _write(per_seed, f"### {title}\n\nNo dataset of this run has identity labels (only SynthFER has), "
+                      "so no probe was run.\n", out_dir, stem)
     lines = [f"### {title}", "",
              f"| method | dataset | probe accuracy: mean ± std [{INTERVAL_METHOD}] (n seeds) | chance |", "|---|---|---|---|"]
     for (method, dataset), g in per_seed.groupby(["method", "dataset"], sort=False):
