@@ -461,7 +461,7 @@ def stage_train_fer(cfg: Config, info: DistInfo, methods=None, datasets=None, se
                     save_resolved(cfg, out / "config.yaml")
                     write_json(out / "protocol.json", splits.protocol)
                 run = train_fer(model, splits.train, splits.val, splits.test, recipe, out, info=info, seed=seed,
-                                quirks=cfg.ifer.mode if method == "ifer" else "as_described",
+                                quirks=getattr(model, "quirks_mode", "as_described"),  # set by the family's builder
                                 model_selection=cfg.data.fer.model_selection, num_classes=splits.num_classes,
                                 eval_batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
                                 resume=resume, stop_after_epochs=stop_after_epochs,

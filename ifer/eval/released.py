@@ -17,7 +17,6 @@ does not fail loudly: it shows up as a confusion matrix whose mass sits off the 
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ifer.core.config import ConfigError
+from ifer.core.io import sha256_file
 from ifer.core.loading import CheckpointError, extract_state_dict, load_state_dict_strict, read_checkpoint
 from ifer.data.labels import EXPRESSIONS_7, RAFDB, class_names
 
@@ -97,14 +97,6 @@ class RemappedHead(torch.nn.Module):
         return self.model.expression_features(x)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _namespace_summary(args) -> dict:
     """The saved argparse Namespace as plain JSON-able values (it records how the authors trained)."""
     if args is None:
@@ -143,7 +135,7 @@ def evaluate_released(cfg, path: str | Path, dataset: str, class_folders: Sequen
     ckpt = read_checkpoint(path)
     kind = checkpoint_kind(ckpt, path)
     device = torch.device(device)
-    base = {"kind": kind, "checkpoint": str(path), "sha256": _sha256(path), "dataset": dataset, "split": "test",
+    base = {"kind": kind, "checkpoint": str(path), "sha256": sha256_file(path), "dataset": dataset, "split": "test",
             "profile": cfg.profile, "saved_args": _namespace_summary(ckpt.get("args") or ckpt.get("opts"))}
     if kind == "ifer":
         return {**base, **_evaluate_fer(cfg, path, ckpt, dataset, class_folders, device)}

@@ -126,4 +126,5 @@ def build_ifer_from_config(name: str, section, num_classes: int = 7, mode: str |
     model = create_model(name, num_classes=num_classes, mode=mode, **dict(section.get("kwargs") or {}))
     if init_checkpoint is not None:
         model.load_asit_encoder(init_checkpoint)
+    model.quirks_mode = mode  # the trainer's quirks (e.g. the ImageNet-length LR schedule) follow the model's mode
     return model
