@@ -78,6 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         verb = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
         print(f"ifer {verb}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # a full disk, a read-only or unwritable output folder: outputs are written atomically, so the previous
+        # results are intact; say so in one line
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM) \
+                or os.environ.get("IFER_TRACEBACK"):
+            raise
+        verb = _verb(list(argv if argv is not None else sys.argv[1:]))
+        print(f"ifer {verb}: error: {type(e).__name__}: cannot write {e.filename or 'an output file'}: "
+              f"{e.strerror or e}; the previous outputs are left intact", file=sys.stderr)
+        return 2
 
 
 def _verb(args: list[str]) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ifer.core.config import Config, save_resolved
-from ifer.core.io import sha256_file
+from ifer.core.io import atomic_write_json, sha256_file
 from ifer.train.distributed import DistInfo
 
 log = logging.getLogger("ifer")
@@ -68,9 +68,8 @@ def fer_run_dir(cfg: Config, method: str, dataset: str, seed: int) -> Path:
 
 
 def write_json(path: Path, obj) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, default=_json_default) + "\n")
-    return path
+    """Atomic: a full disk or a kill mid-write leaves the previous file intact (ifer.core.io.atomic_write)."""
+    return atomic_write_json(path, obj, default=_json_default)
 
 
 def _json_default(o):

@@ -148,10 +148,9 @@ def load_config(profile: str | None = None, files: Iterable[str | Path] = (), ov
 
 def save_resolved(cfg: Mapping, path: str | Path) -> Path:
     """Write the resolved config as YAML (keys in definition order) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(_plain(cfg), sort_keys=False))
-    return path
+    from ifer.core.io import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(_plain(cfg), sort_keys=False))
 
 
 def main(argv: list[str] | None = None) -> int:

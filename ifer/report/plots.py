@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ifer.core.io import atomic_write  # noqa: E402
+
 
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
     """A (3,H,W) image in [-1, 1] -> (H,W,3) uint8."""
@@ -68,6 +70,6 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=110, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return path

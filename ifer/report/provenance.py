@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from ifer.core.io import atomic_write_json
 from ifer.core.machine import machine_info
 
 PACKAGES = ("torch", "torchvision", "timm", "torchmetrics", "lpips", "numpy", "scipy", "pandas", "pillow", "dvc",
@@ -94,7 +95,7 @@ def write_stage_provenance(directory: str | Path, stage: str, config: dict, seed
     """Write ``directory/name`` (default ``provenance.json``) for ``stage``; returns the path."""
     path = Path(directory) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(stage_record(stage, config, seeds, dataset_fingerprints, extra), indent=1) + "\n")
+    atomic_write_json(path, stage_record(stage, config, seeds, dataset_fingerprints, extra))
     return path
 
 

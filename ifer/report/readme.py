@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ifer.core.io import atomic_write_text
+
 START, END = "<!-- RESULTS-START -->", "<!-- RESULTS-END -->"
 
 
@@ -83,5 +85,5 @@ def update_readme(readme: str | Path, results_dir: str | Path) -> str:
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     new = f"{head}{START}\n{results_block(results_dir)}{END}{tail}"
-    path.write_text(new)
+    atomic_write_text(path, new)
     return new

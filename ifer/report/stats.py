@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
+from ifer.core.io import atomic_write_text
+
 INTERVAL_METHOD = "95% Student-t interval over seeds"
 TEST_METHOD = "paired bootstrap over seeds and test images (2,000 resamples), Holm-corrected over all pairs"
 ALPHA = 0.05
@@ -168,7 +170,7 @@ def write_predictions(path: str | Path, per_dataset: dict) -> Path:
         inner = ",\n".join(f'   {json.dumps(str(s))}: {json.dumps(v, **c)}' for s, v in seeds.items())
         lines.append(f"  {json.dumps(method)}: {{\n{inner}\n  }}{',' if i < len(methods) - 1 else ''}")
     lines += [" }", "}"]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ifer.core.io import atomic_write_text
 from ifer.report.reference import load_reference, lookup
 from ifer.report.stats import INTERVAL_METHOD, TEST_METHOD, seed_interval
 
@@ -121,8 +122,9 @@ def _write(table: pd.DataFrame, markdown: str, out_dir: str | Path, stem: str) -
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    table.to_csv(csv, index=False)
-    md.write_text(markdown)
+    # atomic: an unwritable folder or a full disk leaves the previous tables intact
+    atomic_write_text(csv, table.to_csv(index=False))
+    atomic_write_text(md, markdown)
     return [csv, md]
 
 
