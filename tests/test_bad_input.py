@@ -25,24 +25,7 @@ from ifer.data import FFHQ, RAFDB, SFEW, AffectNet, BadImageError, CelebAHQ, Dat
 from ifer.data.build import fer_datasets
 from ifer.data.common import BAD_IMAGES
 from ifer.data.transforms import eval_transform
-from tests.test_data_adapters import img, make_affectnet, make_ferplus, make_rafdb, make_sfew
-
-
-def make_ffhq(root: Path) -> Path:
-    for i in range(4):
-        img(root / "images1024x1024" / "00000" / f"{i:05d}.png", seed=i)
-    return root
-
-
-def make_celebahq(root: Path) -> Path:
-    for i in range(6):
-        img(root / "CelebA-HQ-img" / f"{i}.jpg", seed=i)
-    (root / "CelebA-HQ-to-CelebA-mapping.txt").write_text(
-        "idx orig_idx orig_file\n" + "".join(f"{i} {i * 10} {i * 10 + 1:06d}.jpg\n" for i in range(6)))
-    (root / "list_eval_partition.txt").write_text(
-        "".join(f"{i * 10 + 1:06d}.jpg {0 if i < 3 else (1 if i == 3 else 2)}\n" for i in range(6)))
-    return root
-
+from tests.test_data_adapters import make_affectnet, make_celebahq, make_ferplus, make_ffhq, make_rafdb, make_sfew
 
 # adapter -> (build the miniature layout, the test-split image to damage, open the test split)
 ADAPTERS: dict[str, tuple[Callable[[Path], Path], str, Callable[..., object]]] = {

@@ -158,6 +158,22 @@ def test_eval_loader_never_drops_last(tmp_path):
 
 
 # ---------------------------------------------------------------- SFEW
+def make_ffhq(root: Path) -> Path:
+    for i in range(4):
+        img(root / "images1024x1024" / "00000" / f"{i:05d}.png", seed=i)
+    return root
+
+
+def make_celebahq(root: Path) -> Path:
+    for i in range(6):
+        img(root / "CelebA-HQ-img" / f"{i}.jpg", seed=i)
+    (root / "CelebA-HQ-to-CelebA-mapping.txt").write_text(
+        "idx orig_idx orig_file\n" + "".join(f"{i} {i * 10} {i * 10 + 1:06d}.jpg\n" for i in range(6)))
+    (root / "list_eval_partition.txt").write_text(
+        "".join(f"{i * 10 + 1:06d}.jpg {0 if i < 3 else (1 if i == 3 else 2)}\n" for i in range(6)))
+    return root
+
+
 def make_sfew(root: Path) -> Path:
     for folder, n in (("Train", 3), ("Val", 1)):
         for c in ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"):
@@ -298,13 +314,7 @@ def test_ffhq_official_and_flat_layouts(tmp_path):
 
 
 def test_celebahq_split_sources(tmp_path):
-    root = tmp_path / "celebahq"
-    for i in range(6):
-        img(root / "CelebA-HQ-img" / f"{i}.jpg", seed=i)
-    (root / "CelebA-HQ-to-CelebA-mapping.txt").write_text(
-        "idx orig_idx orig_file\n" + "".join(f"{i} {i * 10} {i * 10 + 1:06d}.jpg\n" for i in range(6)))
-    (root / "list_eval_partition.txt").write_text(
-        "".join(f"{i * 10 + 1:06d}.jpg {0 if i < 3 else (1 if i == 3 else 2)}\n" for i in range(6)))
+    root = make_celebahq(tmp_path / "celebahq")
     test = CelebAHQ(root, "test")
     assert [r.path.name for r in test.records] == ["4.jpg", "5.jpg"]
     assert len(CelebAHQ(root, "train")) == 3 and len(CelebAHQ(root, "all")) == 6
