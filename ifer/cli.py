@@ -5,10 +5,11 @@
     ifer verify --params params.yaml --deep            # datasets the config reads: counts, labels, digests, decode
     ifer train-asit --params params.yaml               # also under: torchrun --standalone --nproc_per_node=2 -m ifer.cli train-asit ...
     ifer fingerprint-inputs --params params.yaml      # dataset/weight fingerprints that dvc.yaml's stages depend on
-    ifer fer-init --params params.yaml                 # what each FER run starts from (ASIT checkpoint for IFER)
+    ifer finetune-asit --params params.yaml seed=0     # released protocol: ASIT fine-tuned on RAF-DB (rafdb_encode)
+    ifer fer-init --params params.yaml                 # what each FER run starts from, per protocol
     ifer invert --params params.yaml seed=1            # the ASIT run of seed 1 (one per asit_seeds entry)
     ifer eval-inversion --params params.yaml
-    ifer train-fer --params params.yaml [--method ifer] [--dataset synthfer] [--seed 0]
+    ifer train-fer --params params.yaml [--protocol clean] [--method ifer] [--dataset synthfer] [--seed 0]
     ifer eval-fer --params params.yaml
     ifer report --params params.yaml
     ifer readme --results results/tiny                 # copy the run's tables + provenance into README.md
@@ -124,6 +125,8 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="decoding processes for --deep (default: CPU count)")
     p = add("train-asit", "train the ASIT inversion network")
     _resume_flags(p)
+    p = add("finetune-asit", "released protocol: fine-tune the trained ASIT on asit_finetune.dataset minus its holdout")
+    _resume_flags(p)
     add("fingerprint-inputs", "fingerprint the configured datasets and weight files into runs/<profile>/inputs/")
     add("fer-init", "record what each FER run starts from (the ASIT checkpoint for IFER) in runs/<profile>/fer_init/")
     p = add("invert", "invert the inversion test set with the trained ASIT (or, with --folder, your own photos)")
@@ -131,7 +134,8 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None, help="with --folder: ASIT file (official layout; default: this run's)")
     p.add_argument("--out", default=None, help="with --folder: output folder (default <folder>_inversions)")
     add("eval-inversion", "score inversions (and the mean-image baseline)")
-    p = add("train-fer", "train the FER methods (each method x dataset x seed)")
+    p = add("train-fer", "train the FER methods (each protocol x method x dataset x seed)")
+    p.add_argument("--protocol", action="append", help="a `protocols` entry (default: all of them)")
     p.add_argument("--method", action="append")
     p.add_argument("--dataset", action="append")
     p.add_argument("--seed", action="append", type=int)
@@ -225,13 +229,15 @@ def _main(argv: list[str] | None = None) -> int:
     with distributed_context(cfg.device) as info:
         if args.verb == "train-asit":
             stages.stage_train_asit(cfg, info, resume=not args.no_resume, resume_override=args.resume_override)
+        elif args.verb == "finetune-asit":
+            stages.stage_finetune_asit(cfg, info, resume=not args.no_resume, resume_override=args.resume_override)
         elif args.verb == "invert":
             stages.stage_invert(cfg, info)
         elif args.verb == "eval-inversion":
             stages.stage_eval_inversion(cfg, info)
         elif args.verb == "train-fer":
             stages.stage_train_fer(cfg, info, args.method, args.dataset, args.seed, resume=not args.no_resume,
-                                   resume_override=args.resume_override)
+                                   resume_override=args.resume_override, protocols=args.protocol)
         elif args.verb == "eval-fer":
             stages.stage_eval_fer(cfg, info)
         elif args.verb == "report":
@@ -246,7 +252,7 @@ def _resume_flags(p) -> None:
                    help="resume last.pt although it was written with another model, mode or training config")
 
 
-_DISTRIBUTED_VERBS = ("train-asit", "train-fer", "invert", "eval-inversion", "eval-fer")
+_DISTRIBUTED_VERBS = ("train-asit", "finetune-asit", "train-fer", "invert", "eval-inversion", "eval-fer")
 
 
 def _launch_under_torchrun(cfg) -> bool:

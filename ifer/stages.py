@@ -1,7 +1,11 @@
 """The pipeline's stages, one function each; ``dvc.yaml`` runs them through ``ifer.cli``.
 
     data -> train_asit -> invert -> eval_inversion
-                      \\-> train_fer (every method x dataset x seed) -> eval_fer -> report
+                      \\-> [finetune_asit, released protocol only] -> fer_init
+                          -> train_fer (every protocol x method x dataset x seed) -> eval_fer -> report
+
+Each FER stage runs every entry of ``protocols`` under its overlay (``ifer.core.config.with_protocol``) and keys
+its outputs by the protocol's name (``runs/<profile>/fer/<protocol>/...``, rows with ``protocol``).
 
 Every stage reads the resolved config, writes its outputs under ``runs/<profile>/`` (checkpoints,
 images: not committed) or ``results/<profile>/`` (metrics, tables, plots: committed), and saves the
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ifer.core.config import Config, save_resolved
+from ifer.core.config import Config, ConfigError, save_resolved, with_protocol
 from ifer.core.io import atomic_write_json, sha256_file
 from ifer.train.distributed import DistInfo
 
@@ -63,8 +67,35 @@ def inputs_dir(cfg: Config) -> Path:
     return run_root(cfg) / "inputs"
 
 
+def protocol_of(cfg: Config) -> str:
+    """The protocol a config runs under: the one ``with_protocol`` set, else the first of ``protocols``."""
+    return cfg.get("protocol") or cfg.protocols[0]
+
+
+def protocol_configs(cfg: Config, names=None) -> list[Config]:
+    """``cfg`` under each protocol of ``names`` (default: every entry of ``protocols``), in that order."""
+    return [with_protocol(cfg, p) for p in (names or cfg.protocols)]
+
+
 def fer_run_dir(cfg: Config, method: str, dataset: str, seed: int) -> Path:
-    return run_root(cfg) / "fer" / method / dataset / f"seed{seed}"
+    """``runs/<profile>/fer/<protocol>/<method>/<dataset>/seed<s>``: one protocol never overwrites the other."""
+    return run_root(cfg) / "fer" / protocol_of(cfg) / method / dataset / f"seed{seed}"
+
+
+def finetune_dir(cfg: Config, seed: int | None = None) -> Path:
+    """The released protocol's ASIT fine-tune of ASIT seed ``seed`` (inside ``runs/<profile>/asit``)."""
+    return run_root(cfg) / "asit" / "finetune" / f"seed{cfg.seed if seed is None else int(seed)}"
+
+
+def fer_init_file(cfg: Config, method: str, seed: int) -> Path:
+    return run_root(cfg) / "fer_init" / protocol_of(cfg) / f"{method}_seed{seed}.json"
+
+
+def init_label(cfg: Config, method: str) -> str:
+    """What a method's weights start from, as the report's ``init`` column names it."""
+    if method == "ifer":
+        return {"asit_finetune": f"asit_{cfg.asit_finetune.dataset}_finetune"}.get(cfg.ifer.init, cfg.ifer.init)
+    return cfg.fer_methods[method].get("init", "scratch")
 
 
 def write_json(path: Path, obj) -> Path:
@@ -145,7 +176,10 @@ def stage_fingerprint_inputs(cfg: Config) -> dict[str, Path]:
     out = inputs_dir(cfg)
     files = {"inversion_train": fingerprint_dataset(cfg, cfg.data.inversion.train),
              "inversion_test": fingerprint_dataset(cfg, cfg.data.inversion.test),
-             **{f"fer_{d}": fingerprint_dataset(cfg, d) for d in cfg.data.fer.datasets}}
+             **{f"fer_{d}": fingerprint_dataset(cfg, d) for d in cfg.data.fer.datasets},
+             # the released protocol's fine-tune data; a file even when unused, so dvc.yaml can name it
+             "asit_finetune": (fingerprint_dataset(cfg, cfg.asit_finetune.dataset) if cfg.finetune_seeds else
+                               {"status": f"unused: protocols {list(cfg.protocols)} do not include released"})}
     for role, keys in _used_weights(cfg).items():
         files[role] = {k: ({"path": v, "sha256": sha256_file(Path(v))} if v and Path(v).is_file()
                            else {"path": v, "status": "missing"}) for k, v in keys.items()}
@@ -153,28 +187,33 @@ def stage_fingerprint_inputs(cfg: Config) -> dict[str, Path]:
 
 
 def stage_fer_init(cfg: Config) -> dict[str, Path]:
-    """``runs/<profile>/fer_init/<method>_seed<s>.json``: what each FER run starts from.
+    """``runs/<profile>/fer_init/<protocol>/<method>_seed<s>.json``: what each FER run starts from.
 
-    IFER (``ifer.init: asit``) records the sha256 of the ASIT checkpoint of seed ``asit_seeds[s % n]``; the other
-    methods start from scratch, so their file never changes and retraining ASIT does not retrain them.
+    IFER records the sha256 of the checkpoint it starts from: under ``clean`` (``ifer.init: asit``) the ASIT run
+    of seed ``asit_seeds[s % n]``, under ``released`` (``asit_finetune``) that run's fine-tune. The other methods
+    start from scratch or a user's weight file, so their files never change and retraining ASIT does not retrain
+    them. Returned keys: ``<protocol>/<method>_seed<s>``.
 
         python -m ifer.cli fer-init --params params.yaml
     """
     written = {}
-    for method in cfg.methods:
-        for seed in cfg.seeds:
-            spec = cfg.fer_methods[method]
-            info = {"method": method, "seed": seed, "init": spec.get("init", "scratch")}
-            weights = (spec.get("kwargs") or {}).get("pretrained_path")
-            if weights:  # e.g. the ImageNet ResNet-18 of `paper`: record which file the run starts from
-                info = {**info, "weights": str(weights),
-                        "sha256": sha256_file(Path(weights)) if Path(weights).is_file() else "missing"}
-            if method == "ifer" and cfg.ifer.init == "asit":
-                k = asit_seed_for(cfg, seed)
-                ckpt = asit_dir(cfg, k) / "asit_best.pt"
-                info = {**info, "init": "asit", "asit_seed": k, "checkpoint": str(ckpt),
-                        "sha256": sha256_file(ckpt) if ckpt.is_file() else "missing"}
-            written[f"{method}_seed{seed}"] = write_json(run_root(cfg) / "fer_init" / f"{method}_seed{seed}.json", info)
+    for pcfg in protocol_configs(cfg):
+        for method in pcfg.methods:
+            for seed in pcfg.seeds:
+                spec = pcfg.fer_methods[method]
+                info = {"method": method, "seed": seed, "protocol": pcfg.protocol, "init": init_label(pcfg, method)}
+                weights = (spec.get("kwargs") or {}).get("pretrained_path")
+                if weights:  # e.g. the ImageNet ResNet-18 of `paper`: record which file the run starts from
+                    info = {**info, "weights": str(weights),
+                            "sha256": sha256_file(Path(weights)) if Path(weights).is_file() else "missing"}
+                if method == "ifer":
+                    k = asit_seed_for(pcfg, seed)
+                    ckpt = ifer_init_checkpoint(with_seed(pcfg, k))
+                    if ckpt is not None:
+                        info = {**info, "asit_seed": k, "checkpoint": str(ckpt),
+                                "sha256": sha256_file(ckpt) if ckpt.is_file() else "missing"}
+                path = fer_init_file(pcfg, method, seed)
+                written[f"{pcfg.protocol}/{method}_seed{seed}"] = write_json(path, info)
     return written
 
 
@@ -287,7 +326,6 @@ def stage_train_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_afte
                      resume_override: bool = False):
     from ifer.data.build import inversion_datasets
     from ifer.train.asit import train_asit
-    from ifer.train.checkpoint import load_trained_weights
 
     _set_threads(cfg)
     torch.manual_seed(cfg.seed)
@@ -305,9 +343,72 @@ def stage_train_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_afte
                          resume=resume, stop_after_steps=stop_after_steps, model_name=cfg.asit.model,
                          resume_override=resume_override)
     if info.is_main and summary is not None:
-        best = load_trained_weights(net, out / "best.pt", "net")
-        net.save_checkpoint(out / "asit_best.pt", opts={"profile": cfg.profile, "model": cfg.asit.model, "step": best["step"]})
-        write_json(out / "summary.json", summary)
+        _save_asit_best(cfg, net, out, summary, keep_resume_state=bool(cfg.asit.train.get("keep_resume_state")))
+    return summary
+
+
+def _save_asit_best(cfg: Config, net, out: Path, summary: dict, keep_resume_state: bool = False, **opts) -> None:
+    """The best validated weights in the official layout (``asit_best.pt``, what IFER starts from) + summary.
+
+    ``asit_best.pt`` marks the run finished; then the trainer's own files go unless ``keep_resume_state``:
+    ``last.pt``/``prev.pt`` (weights + discriminator + optimizer states: 4.8 GB each for ``asit_base``) and
+    ``best.pt`` (the same weights as ``asit_best.pt``). Nothing reads them after the end: a finished run that DVC
+    reruns is retrained (``prepare_run_dir``)."""
+    from ifer.train.checkpoint import drop_resume_state, load_trained_weights
+
+    best = load_trained_weights(net, out / "best.pt", "net")
+    net.save_checkpoint(out / "asit_best.pt", opts={"profile": cfg.profile, "model": cfg.asit.model,
+                                                    "step": best["step"], **opts})
+    write_json(out / "summary.json", summary)
+    if not keep_resume_state:
+        drop_resume_state(out / "last.pt")
+        (out / "best.pt").unlink(missing_ok=True)
+
+
+def stage_finetune_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_after_steps: int | None = None,
+                        resume_override: bool = False):
+    """Released protocol: fine-tune the trained ASIT of seed ``cfg.seed`` on ``asit_finetune.dataset`` (the README's
+    ``rafdb_encode``: RAF-DB train minus 400 random held-out images, which validate it), under the released
+    protocol's config (``asit.mode: as_released``), with ``asit_finetune.train`` over ``asit.train``. The
+    discriminator starts fresh (the official checkpoint holds only the encoder and decoder). Output:
+    ``runs/<profile>/asit/finetune/seed<s>/asit_best.pt`` (IFER's start under ``ifer.init: asit_finetune``)
+    and ``holdout.json`` (the held-out file names). Resumes from ``last.pt`` like ``train_asit``.
+
+        python -m ifer.cli finetune-asit --params params.yaml seed=0
+    """
+    from ifer.core.config import merge
+    from ifer.data.build import finetune_datasets
+    from ifer.train.asit import train_asit
+
+    cfg = with_protocol(cfg, "released")
+    _set_threads(cfg)
+    torch.manual_seed(cfg.seed)
+    source = asit_dir(cfg) / "asit_best.pt"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: the ASIT run to fine-tune is missing; run `ifer train-asit` "
+                                f"(seed={cfg.seed}) first")
+    train_cfg = Config(merge(cfg.asit.train, cfg.asit_finetune.train, "asit_finetune.train"))
+    net, disc, losses = build_asit(cfg)
+    net.load_checkpoint(source)
+    train_set, val_set, held = finetune_datasets(cfg, cfg.seed)
+    out = finetune_dir(cfg)
+    inputs = inputs_dir(cfg)
+    identity = _run_identity(cfg, inputs / "asit_finetune.json", inputs / "asit_weights.json",
+                             sections=("seed", "asit", "asit_finetune", "data.synthfer"))
+    prepare_run_dir(out, {**identity, "init_sha256": sha256_file(source)}, "asit_best.pt", info,
+                    keep_changed=resume_override, resume=resume)
+    if info.is_main:
+        save_resolved(cfg, out / "config.yaml")
+        write_json(out / "holdout.json", {"dataset": cfg.asit_finetune.dataset, "seed": cfg.seed,
+                                          "n_train": len(train_set), "n_holdout": len(held), "holdout": held,
+                                          "init": str(source), "init_sha256": sha256_file(source)})
+    summary = train_asit(net, disc, losses, train_set, val_set, train_cfg, out, info=info, seed=cfg.seed,
+                         quirks=cfg.asit.mode, use_struct=cfg.asit.use_struct, num_workers=cfg.data.num_workers,
+                         resume=resume, stop_after_steps=stop_after_steps, model_name=cfg.asit.model,
+                         resume_override=resume_override)
+    if info.is_main and summary is not None:
+        _save_asit_best(cfg, net, out, summary, keep_resume_state=bool(train_cfg.get("keep_resume_state")),
+                        finetune_of=str(source), finetune_dataset=cfg.asit_finetune.dataset)
     return summary
 
 
@@ -420,13 +521,24 @@ def _inversion_grid(inv: Path, path: Path, n: int = 8) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- FER
+def ifer_init_checkpoint(cfg: Config) -> Path | None:
+    """The ASIT file IFER's encoder starts from (``ifer.init``), for the ASIT run keyed by ``cfg.seed``."""
+    init = cfg.ifer.init
+    if init == "asit":
+        return asit_dir(cfg) / "asit_best.pt"
+    if init == "asit_finetune":
+        return finetune_dir(cfg) / "asit_best.pt"
+    if init == "scratch":
+        return None
+    raise ConfigError(f"ifer.init: unknown value {init!r}; expected asit, asit_finetune or scratch")
+
+
 def build_fer_model(cfg: Config, method: str, num_classes: int):
     """The FER model of ``method`` (ifer initialised from the trained ASIT encoder unless ifer.init=scratch)."""
     from ifer.models.registry import build_from_config
 
-    init = asit_dir(cfg) / "asit_best.pt" if cfg.ifer.init == "asit" else None
     model = build_from_config(cfg.fer_methods[method], num_classes=num_classes, mode=cfg.ifer.mode,
-                              init_checkpoint=init)
+                              init_checkpoint=ifer_init_checkpoint(cfg))
     if hasattr(model, "method_label"):  # KE2NT: only the paper's CLIP text encoder may report as `ke2nt`
         from ifer.models.ke2nt import check_method_name
 
@@ -435,7 +547,16 @@ def build_fer_model(cfg: Config, method: str, num_classes: int):
 
 
 def stage_train_fer(cfg: Config, info: DistInfo, methods=None, datasets=None, seeds=None, resume: bool = True,
-                    stop_after_epochs: int | None = None, resume_override: bool = False):
+                    stop_after_epochs: int | None = None, resume_override: bool = False, protocols=None):
+    """Train every protocol x method x dataset x seed given (default: all configured) under its protocol's config."""
+    results = []
+    for pcfg in protocol_configs(cfg, protocols):
+        results += _train_fer_protocol(pcfg, info, methods, datasets, seeds, resume, stop_after_epochs, resume_override)
+    return results
+
+
+def _train_fer_protocol(cfg: Config, info: DistInfo, methods, datasets, seeds, resume: bool,
+                        stop_after_epochs: int | None, resume_override: bool):
     from ifer.data.build import fer_datasets
     from ifer.train.fer import train_fer
 
@@ -451,14 +572,14 @@ def stage_train_fer(cfg: Config, info: DistInfo, methods=None, datasets=None, se
                 model = build_fer_model(with_seed(cfg, asit_seed_for(cfg, seed)), method, splits.num_classes)
                 out = fer_run_dir(cfg, method, dataset, seed)
                 prepare_run_dir(out, {**_run_identity(cfg, inputs_dir(cfg) / f"fer_{dataset}.json",
-                                                      run_root(cfg) / "fer_init" / f"{method}_seed{seed}.json",
+                                                      fer_init_file(cfg, method, seed),
                                                       sections=(f"fer_methods.{method}", "ifer", "data.fer",
-                                                                "data.synthfer")),
+                                                                "data.synthfer", "protocol")),
                                       "run": [method, dataset, seed]}, "result.json", info,
                                 keep_changed=resume_override, resume=resume)
                 if info.is_main:
                     save_resolved(cfg, out / "config.yaml")
-                    write_json(out / "protocol.json", splits.protocol)
+                    write_json(out / "protocol.json", {**splits.protocol, "protocol": cfg.protocol})
                 run = train_fer(model, splits.train, splits.val, splits.test, recipe, out, info=info, seed=seed,
                                 quirks=getattr(model, "quirks_mode", "as_described"),  # set by the family's builder
                                 model_selection=cfg.data.fer.model_selection, num_classes=splits.num_classes,
@@ -468,14 +589,17 @@ def stage_train_fer(cfg: Config, info: DistInfo, methods=None, datasets=None, se
                                 config_section=f"fer_methods.{method}.train", resume_override=resume_override)
                 if run is not None:
                     write_json(out / "result.json", {"method": method, "dataset": dataset, "seed": seed,
-                                                     "best_epoch": run.best_epoch, "selection": run.selection_split,
+                                                     "protocol": cfg.protocol, "best_epoch": run.best_epoch,
+                                                     "selection": run.selection_split,
                                                      "test": run.test, "history": run.history})
                     results.append(run)
     return results
 
 
 def stage_eval_fer(cfg: Config, info: DistInfo):
-    """Re-score every selected checkpoint on its test split; add the identity linear probe on SynthFER."""
+    """Re-score every selected checkpoint of every protocol on its test split; add the identity linear probe on
+    SynthFER. Rows and runs carry ``protocol`` (and runs ``init``); predictions go to
+    ``predictions/<protocol>/<dataset>.json``, confusion plots to ``plots/confusion/<protocol>/``."""
     from ifer.data.build import fer_datasets
     from ifer.eval.classify import predict_sharded
     from ifer.eval.probe import identity_probe
@@ -488,20 +612,20 @@ def stage_eval_fer(cfg: Config, info: DistInfo):
     _set_threads(cfg)
     rows, runs = [], []
     res = results_root(cfg)
-    predictions: dict[str, dict] = {}  # per dataset: image ids, labels, predicted class per method/seed
-    for method in cfg.methods:
-        recipe = cfg.fer_methods[method].train
-        for dataset in cfg.data.fer.datasets:
-            splits = fer_datasets(cfg, dataset, recipe, eval_only=True)
-            per_ds = predictions.setdefault(dataset, {"image_ids": image_ids(splits.test), "runs": {}})
+    predictions: dict[tuple[str, str], dict] = {}  # per (protocol, dataset): ids, labels, predictions per method/seed
+    for pcfg, method in ((p, m) for p in protocol_configs(cfg) for m in p.methods):
+        recipe = pcfg.fer_methods[method].train
+        for dataset in pcfg.data.fer.datasets:
+            splits = fer_datasets(pcfg, dataset, recipe, eval_only=True)
+            per_ds = predictions.setdefault((pcfg.protocol, dataset), {"image_ids": image_ids(splits.test), "runs": {}})
             confusions = []
-            for seed in cfg.seeds:
-                out = fer_run_dir(cfg, method, dataset, seed)
-                model = build_fer_model(with_seed(cfg, asit_seed_for(cfg, seed)), method, splits.num_classes)
+            for seed in pcfg.seeds:
+                out = fer_run_dir(pcfg, method, dataset, seed)
+                model = build_fer_model(with_seed(pcfg, asit_seed_for(pcfg, seed)), method, splits.num_classes)
                 load_trained_weights(model, out / "best.pt", "model")
                 model.to(info.device)
                 # each rank scores its shard; all get every prediction once, in order; rank 0 alone scores and writes
-                pred = predict_sharded(model, splits.test, cfg.eval.batch_size, info.device, info,
+                pred = predict_sharded(model, splits.test, pcfg.eval.batch_size, info.device, info,
                                        features=splits.identities is not None)
                 if not info.is_main:
                     continue
@@ -509,30 +633,39 @@ def stage_eval_fer(cfg: Config, info: DistInfo):
                 per_ds["labels"] = pred["labels"].tolist()
                 per_ds["runs"].setdefault(method, {})[str(seed)] = pred["logits"].argmax(1).tolist()
                 confusions.append(m["confusion_matrix"])
-                run = {"method": method, "dataset": dataset, "seed": seed, "test": m,
-                       "selection": cfg.data.fer.model_selection, "protocol": splits.protocol}
+                run = {"method": method, "dataset": dataset, "seed": seed, "test": m, "run_protocol": pcfg.protocol,
+                       "init": _recorded_init(pcfg, method, seed), "selection": pcfg.data.fer.model_selection,
+                       "protocol": splits.protocol}
                 if splits.identities is not None:
                     run["identity_probe"] = identity_probe(pred["features"], splits.identities, seed=seed)
                 runs.append(run)
-                for metric in cfg.eval.fer_metrics:
-                    rows.append({"method": method, "dataset": dataset, "metric": metric, "seed": seed, "value": m[metric]})
+                for metric in pcfg.eval.fer_metrics:
+                    rows.append({"protocol": pcfg.protocol, "method": method, "dataset": dataset, "metric": metric,
+                                 "seed": seed, "value": m[metric]})
             if not info.is_main:
                 continue
             mean_cm = torch.tensor(confusions, dtype=torch.float64).mean(0).tolist()
-            confusion_matrix_plot(mean_cm, splits.class_names, res / "plots" / "confusion" / f"{method}_{dataset}.png",
-                                  f"{method} on {dataset} (test, mean over seeds {list(cfg.seeds)})")
+            confusion_matrix_plot(mean_cm, splits.class_names,
+                                  res / "plots" / "confusion" / pcfg.protocol / f"{method}_{dataset}.png",
+                                  f"{method} on {dataset}, {pcfg.protocol} (test, mean over seeds {list(pcfg.seeds)})")
     if not info.is_main:
         return None
     payload = {"runs": runs, "rows": rows, "chance_accuracy": {d: None for d in cfg.data.fer.datasets}}
     for d in cfg.data.fer.datasets:
         payload["chance_accuracy"][d] = 1.0 / fer_datasets(cfg, d, cfg.fer_methods[cfg.methods[0]].train, eval_only=True).num_classes
     write_json(res / "fer_metrics.json", payload)
-    for dataset, per_ds in predictions.items():
-        write_predictions(res / "predictions" / f"{dataset}.json", per_ds)
+    for (protocol, dataset), per_ds in predictions.items():
+        write_predictions(res / "predictions" / protocol / f"{dataset}.json", per_ds)
     write_stage_provenance(res, "eval_fer", cfg.to_dict(), cfg.seeds, name="provenance_eval_fer.json",
                            dataset_fingerprints={d: {"digest": p.get("digest")} for d, p in
                                                  ((r["dataset"], r["protocol"]) for r in runs)})
     return payload
+
+
+def _recorded_init(cfg: Config, method: str, seed: int) -> str:
+    """The ``init`` fer_init recorded for this run (what the report's init column shows)."""
+    path = fer_init_file(cfg, method, seed)
+    return json.loads(path.read_text())["init"] if path.is_file() else init_label(cfg, method)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -549,31 +682,38 @@ def stage_report(cfg: Config):
     res = results_root(cfg)
     tol = cfg.report.verdict_tolerance.to_dict()
     written = []
+    released = t.released_weight_rows(res / "released")  # `ifer eval-checkpoint` results: "released weights" rows
     inv = json.loads((res / "inversion_metrics.json").read_text())
     inv_rows = t.inversion_rows(inv, default_seed=cfg.seed)
     n_asit = len({r["seed"] for r in inv_rows if r["method"] == "asit"})
-    written += t.write_tables(t.compare(t.summarise(inv_rows), tol), res, "inversion_comparison",
+    written += t.write_tables(t.compare(t.summarise(inv_rows + released["asit"]), tol), res, "inversion_comparison",
                               f"Inversion ({inv['dataset']} test, {inv['n_images']} images, {n_asit} ASIT seed(s), "
                               f"profile {cfg.profile})")
     fer = json.loads((res / "fer_metrics.json").read_text())
-    written += t.write_tables(t.compare(t.summarise(fer["rows"]), tol), res, "fer_comparison",
-                              f"FER (test split, selection on {cfg.data.fer.model_selection}, profile {cfg.profile})")
+    init = {(r.get("run_protocol") or "clean", r["method"]): r["init"] for r in fer["runs"] if r.get("init")}
+    init.update({("released", r["method"]): t.RELEASED_WEIGHTS_INIT for r in released["ifer"]})
+    selection = ", ".join(f"{p.protocol}: {p.data.fer.model_selection}" for p in protocol_configs(cfg))
+    written += t.write_protocol_tables(t.protocol_comparison(fer["rows"] + released["ifer"], tol, init), res,
+                                       "fer_comparison", f"FER (test split; selection on {selection}; profile "
+                                       f"{cfg.profile})", configured=list(cfg.protocols))
     label_order = next((r["protocol"].get("label_order") for r in fer["runs"] if r["protocol"].get("label_order")), None)
     if fer["runs"]:
         names = label_order or [str(c) for c in range(len(fer["runs"][0]["test"]["per_class_accuracy"]))]
         written += t.write_per_class(t.per_class_table(fer["runs"], names), names, res, "fer_per_class",
                                      f"FER per-class accuracy (test split, profile {cfg.profile})")
     sig_rows = []
-    for dataset in cfg.data.fer.datasets:
-        pred_file = res / "predictions" / f"{dataset}.json"
-        if pred_file.is_file():
-            correct, _ = load_correctness(pred_file)
-            sig_rows += [{"dataset": dataset, **r} for r in pairwise_table(correct, seed=cfg.seed)]
+    for protocol in cfg.protocols:
+        for dataset in cfg.data.fer.datasets:
+            pred_file = res / "predictions" / protocol / f"{dataset}.json"
+            if pred_file.is_file():
+                correct, _ = load_correctness(pred_file)
+                sig_rows += [{"protocol": protocol, "dataset": dataset, **r}
+                             for r in pairwise_table(correct, seed=cfg.seed)]
     if sig_rows:
         written += t.write_significance(t.significance_table(sig_rows), res, "fer_significance",
                                         f"FER pairwise comparisons (accuracy, test split, profile {cfg.profile})")
-    probe = [{"method": r["method"], "dataset": r["dataset"], "seed": r["seed"], **r["identity_probe"]}
-             for r in fer["runs"] if "identity_probe" in r]
+    probe = [{"protocol": r.get("run_protocol") or "clean", "method": r["method"], "dataset": r["dataset"],
+              "seed": r["seed"], **r["identity_probe"]} for r in fer["runs"] if "identity_probe" in r]
     written += t.write_probe(probe, res, "identity_probe",
                              "Identity information in the expression features (linear probe, SynthFER test identities)")
     # training curves
@@ -583,15 +723,17 @@ def stage_report(cfg: Config):
                          "L2": ([r["step"] for r in asit_log], [r["l2"] for r in asit_log])},
                         res / "plots" / "curves" / "asit_training.png", "ASIT training")
     series = {}
-    for method in cfg.methods:
-        for dataset in cfg.data.fer.datasets:
-            ep = read_log(fer_run_dir(cfg, method, dataset, cfg.seeds[0]) / "log.jsonl", "epoch")
-            key = f"{cfg.data.fer.model_selection}_accuracy"
-            if ep:
-                series[f"{method}/{dataset}"] = ([r["epoch"] + 1 for r in ep], [r[key] for r in ep])
+    for pcfg in protocol_configs(cfg):
+        for method in pcfg.methods:
+            for dataset in pcfg.data.fer.datasets:
+                ep = read_log(fer_run_dir(pcfg, method, dataset, pcfg.seeds[0]) / "log.jsonl", "epoch")
+                key = f"{pcfg.data.fer.model_selection}_accuracy"
+                if ep:
+                    series[f"{pcfg.protocol}/{method}/{dataset} ({pcfg.data.fer.model_selection})"] = (
+                        [r["epoch"] + 1 for r in ep], [r[key] for r in ep])
     if series:
         training_curves(series, res / "plots" / "curves" / "fer_selection_accuracy.png",
-                        f"FER {cfg.data.fer.model_selection} accuracy per epoch (seed {cfg.seeds[0]})", xlabel="epoch")
+                        f"FER selection accuracy per epoch (seed {cfg.seeds[0]})", xlabel="epoch")
     # the report machine is not the training machine: keep every stage's own record beside this one
     prov = collect(cfg.to_dict(), dataset_fingerprints(cfg), cfg.seeds,
                    extra={"outputs": sorted(str(p) for p in written),

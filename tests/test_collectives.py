@@ -109,7 +109,7 @@ def test_fer_train_loader_drops_the_last_partial_batch(tmp_path):
 
     torch.manual_seed(0)
     train_fer(ToyFER(), ToyImages(100, seed=0), ToyImages(30, seed=1), ToyImages(20, seed=2),
-              Config({**RECIPE, "epochs": 2}), tmp_path, progress=False)
+              Config({**RECIPE, "epochs": 2, "keep_resume_state": True}), tmp_path, progress=False)
     state = load_training_state(tmp_path / "last.pt")
     assert state["step"] == 12 and state["updates_per_epoch"] == 6
 

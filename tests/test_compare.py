@@ -45,7 +45,7 @@ def test_perturbed_accuracy_beyond_tolerance_is_flagged(tmp_path, capsys):
     assert checks[("ifer", "accuracy")].agree and checks[("asit", "mse_256_pm1")].agree
     assert main(["compare", str(a), str(b)]) == 1
     out = capsys.readouterr().out
-    assert "DISAGREE fer ke2nt/synthfer accuracy" in out and "agree    fer ifer/synthfer accuracy" in out
+    assert "DISAGREE fer/clean ke2nt/synthfer accuracy" in out and "agree    fer/clean ifer/synthfer accuracy" in out
     assert out.strip().splitlines()[-1].endswith("DISAGREEMENT")
 
 
@@ -97,5 +97,22 @@ def test_git_revision_is_compared_with_the_working_copy(tmp_path, monkeypatch, c
     assert main(["compare", "git:HEAD:results/tiny", "results/tiny"]) == 0
     _write(res, {"ifer": [v + 0.1 for v in ACC["ifer"]], "ke2nt": ACC["ke2nt"]})  # a regression after the commit
     assert main(["compare", "git:HEAD:results/tiny", "results/tiny"]) == 1
-    assert "DISAGREE fer ifer/synthfer accuracy" in capsys.readouterr().out
+    assert "DISAGREE fer/clean ifer/synthfer accuracy" in capsys.readouterr().out
     assert main(["compare", "git:no-such-rev:results/tiny", "results/tiny"]) == 2
+
+
+def test_metrics_are_keyed_by_protocol(tmp_path, capsys):
+    """A clean and a released row of the same method never merge; rows without a protocol are clean (files
+    written before protocols existed compare with new clean rows)."""
+    a = _write(tmp_path / "a")  # no protocol field: the clean protocol
+    b = _write(tmp_path / "b")
+    fer = json.loads((b / "fer_metrics.json").read_text())
+    clean = [{**r, "protocol": "clean"} for r in fer["rows"]]
+    released = [{**r, "protocol": "released", "value": r["value"] + 0.2} for r in fer["rows"] if r["method"] == "ifer"]
+    (b / "fer_metrics.json").write_text(json.dumps({"rows": clean + released, "runs": fer["runs"]}))
+    checks = {(c.key[0], c.key[1], c.key[3]): c for c in compare_results(a, b)}
+    assert checks[("fer/clean", "ifer", "accuracy")].agree and checks[("fer/clean", "ke2nt", "accuracy")].agree
+    only_b = checks[("fer/released", "ifer", "accuracy")]
+    assert not only_b.agree and only_b.b == pytest.approx([0.56, 0.58, 0.55]) and "only in B" in only_b.line()
+    assert main(["compare", str(b), str(b)]) == 0
+    assert "agree    fer/released ifer/synthfer accuracy" in capsys.readouterr().out

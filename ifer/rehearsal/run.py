@@ -100,15 +100,27 @@ def _env(python: Path) -> dict[str, str]:
     return env
 
 
-def check_report(results: Path, methods: list[str], datasets: list[str]) -> list[str]:
-    """Problems with the rehearsal's outputs: a missing method x dataset row, LPIPS / ID / FID not numbers."""
+def check_report(results: Path, methods: list[str], datasets: list[str], protocols: list[str] = ("clean",)) -> list[str]:
+    """Problems with the rehearsal's outputs: a missing protocol x method x dataset result or table cell, LPIPS /
+    ID / FID not numbers."""
+    import pandas as pd
+
     problems = []
     fer = json.loads((results / "fer_metrics.json").read_text())
-    have = {(r["method"], r["dataset"]) for r in fer["rows"]}
-    problems += [f"fer_metrics.json has no row for {m} x {d}" for m in methods for d in datasets if (m, d) not in have]
-    csv = (results / "fer_comparison.csv").read_text()
-    problems += [f"fer_comparison.csv has no row for {m} x {d}" for m in methods for d in datasets
-                 if not any(m in line and d in line for line in csv.splitlines())]
+    have = {(r.get("protocol") or "clean", r["method"], r["dataset"]) for r in fer["rows"]}
+    problems += [f"fer_metrics.json has no row for {p} x {m} x {d}" for p in protocols for m in methods
+                 for d in datasets if (p, m, d) not in have]
+    table = pd.read_csv(results / "fer_comparison.csv")
+    for m in methods:
+        for d in datasets:
+            rows = table[(table["method"] == m) & (table["dataset"] == d)]
+            if rows.empty:
+                problems.append(f"fer_comparison.csv has no row for {m} x {d}")
+                continue
+            problems += [f"fer_comparison.csv: {m} x {d} has no {p} estimate" for p in protocols
+                         if f"{p}_mean" not in rows or rows[f"{p}_mean"].isna().all()]
+            if {"clean", "released"} <= set(protocols) and rows["delta_released_minus_clean"].isna().all():
+                problems.append(f"fer_comparison.csv: {m} x {d} has no released - clean delta")
     inv = json.loads((results / "inversion_metrics.json").read_text())["methods"]["asit"]
     for prefix in ("lpips", "id_sim", "fid"):
         found = {k: v for k, v in inv.items() if k.startswith(prefix)}
@@ -140,6 +152,9 @@ def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = "."
     # The copy has the checkout's .dvc/ (config, remotes) but no git: DVC must be told not to look for one.
     dvc_setup = ["config", "--local", "core.no_scm", "true"] if (work / ".dvc").is_dir() else ["init", "--no-scm", "--quiet"]
     subprocess.run([str(python), "-m", "dvc", *dvc_setup], cwd=work, env=env, check=True)
+    # Link outputs into the cache instead of copying them (README "Disk"): the full-size checkpoints are GBs each.
+    subprocess.run([str(python), "-m", "dvc", "config", "--local", "cache.type", "reflink,hardlink,copy"], cwd=work,
+                   env=env, check=True)
     log(f"scratch copy: {work} ({n} files); dvc repro ...")
     stages: dict[str, float] = {}
     current, started, tail = None, time.perf_counter(), []
@@ -168,7 +183,8 @@ def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = "."
 
     params = yaml.safe_load((work / "params.yaml").read_text())
     results = work / params["paths"]["results"] / params["profile"]
-    problems = check_report(results, params["methods"], params["data"]["fer"]["datasets"])
+    problems = check_report(results, params["methods"], params["data"]["fer"]["datasets"],
+                            params.get("protocols") or ["clean"])
     if problems:
         raise RehearsalError("rehearsal report incomplete: " + "; ".join(problems))
     tables = sorted(str(p) for p in results.glob("*_comparison.*"))

@@ -23,6 +23,8 @@ FILES = {
     "arcface_ir_se50": "model_ir_se50.pth",
     "curricularface_ir101": "CurricularFace_Backbone.pth",
     "fid_inception_v3": "weights-inception-2015-12-05-6726825d.pth",
+    "torchvision_resnet18_imagenet": "resnet18-f37072fd.pth",
+    "clip_vit_b16": "ViT-B-16.pt",
 }
 
 
@@ -81,12 +83,39 @@ def fid_inception_v3(seed: int = 0) -> dict:
     return net.state_dict()
 
 
+def torchvision_resnet18_imagenet(seed: int = 0) -> dict:
+    """``torchvision.models.resnet18().state_dict()`` (``conv1.*``, ``layer1.*`` ... ``fc.*``), as
+    ``resnet18-f37072fd.pth``: the ImageNet initialisation of the paper profile's ``fer_resnet18``."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(seed)
+    return resnet18(weights=None).state_dict()
+
+
+def clip_vit_b16(seed: int = 0) -> dict:
+    """OpenAI CLIP ViT-B/16 (``ViT-B-16.pt``) as a state dict with OpenAI's keys (``visual.*``, ``transformer.*``,
+    ``token_embedding.weight``, ``text_projection``, ``logit_scale``) in fp16, as released; open_clip's
+    ``load_openai_model`` reads it like the TorchScript archive's state dict. ``logit_scale`` is set to
+    ln(100), the released value, so KE2NT's logits have their real scale."""
+    import math
+
+    import open_clip
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)  # OpenAI's CLIP uses QuickGELU
+    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    sd["logit_scale"] = torch.tensor(math.log(100.0), dtype=torch.float16)
+    return sd
+
+
 BUILDERS: dict[str, Callable[[int], dict]] = {
     "stylegan2_ffhq_256_rosinality": stylegan2_rosinality,
     "torchvision_alexnet": torchvision_alexnet,
     "arcface_ir_se50": arcface_ir_se50,
     "curricularface_ir101": curricularface_ir101,
     "fid_inception_v3": fid_inception_v3,
+    "torchvision_resnet18_imagenet": torchvision_resnet18_imagenet,
+    "clip_vit_b16": clip_vit_b16,
 }
 
 

@@ -6,6 +6,9 @@
 Either side may be a results folder or ``git:REV:PATH`` (the committed copy of PATH at REV, extracted with
 ``git archive`` into a temporary folder), so CI can compare a fresh run with the committed files.
 
+FER and probe metrics are keyed by protocol (kind ``fer/clean``, ``fer/released``, ``probe/clean``...); rows
+written before protocols existed count as ``clean``.
+
 The rule. For every (kind, method, dataset, metric) with per-seed values a_1..a_n in A (mean ā) and
 b_1..b_m in B (mean b̄)::
 
@@ -44,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ifer.report.tables import inversion_rows
+from ifer.report.tables import inversion_rows, row_protocol
 
 DEFAULT_Z = 3.0
 REL_FLOOR = 0.01
@@ -99,10 +102,10 @@ def metric_values(results_dir: str | Path) -> dict[tuple[str, str, str, str], li
     if fer_file.is_file():
         fer = json.loads(fer_file.read_text())
         for r in fer["rows"]:
-            add("fer", r)
+            add(f"fer/{row_protocol(r)}", r)
         for run in fer["runs"]:
             if "identity_probe" in run:
-                add("probe", {"method": run["method"], "dataset": run["dataset"], "metric": "identity_probe_accuracy",
+                add(f"probe/{run.get('run_protocol') or 'clean'}", {"method": run["method"], "dataset": run["dataset"], "metric": "identity_probe_accuracy",
                               "value": run["identity_probe"]["identity_probe_accuracy"]})
     if inv_file.is_file():
         inv = json.loads(inv_file.read_text())

@@ -1,5 +1,7 @@
 """Result tables as Markdown and CSV: paper value | reproduced mean ± std [95% interval] (n seeds) | delta |
-verdict; per-class accuracy; the pairwise significance of the FER methods; the identity probe.
+verdict; the FER table with one column per protocol (clean | released | released − clean), its ``init``
+column and the "released weights" rows; per-class accuracy; the pairwise significance of the FER methods;
+the identity probe.
 
 The interval is the Student-t interval over seeds (:data:`ifer.report.stats.INTERVAL_METHOD`); a single seed
 has none and says so ("n=1, no interval") instead of printing "± 0".
@@ -38,16 +40,24 @@ def summarise(rows: Iterable[dict]) -> pd.DataFrame:
     """Rows of (method, dataset, metric, seed, value) -> mean, std (ddof=1), 95% t-interval, n per group.
 
     std and the interval are None when a group has a single seed.
+
+    Rows that name a ``protocol`` are grouped by it too (a ``protocol`` column first; unnamed rows are clean), so
+    the seeds of two protocols never merge into one mean.
     """
     df = pd.DataFrame(list(rows))
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    keys = ["method", "dataset", "metric"]
+    if "protocol" in df.columns:
+        df["protocol"] = df["protocol"].fillna("clean")
+        keys = ["protocol", *keys]
     out = []
-    for (method, dataset, metric), g in df.groupby(["method", "dataset", "metric"], sort=False):
+    for group, g in df.groupby(keys, sort=False):
         s = seed_interval(g["value"].tolist())
-        out.append({"method": method, "dataset": dataset, "metric": metric, "mean": s["mean"], "std": s["std"],
-                    "ci_low": s["ci_low"], "ci_high": s["ci_high"], "n_seeds": s["n"], "seeds": g["seed"].tolist()})
-    return pd.DataFrame(out, columns=SUMMARY_COLUMNS).astype(object)
+        out.append({**dict(zip(keys, group)), "mean": s["mean"], "std": s["std"], "ci_low": s["ci_low"],
+                    "ci_high": s["ci_high"], "n_seeds": s["n"], "seeds": g["seed"].tolist()})
+    columns = ["protocol", *SUMMARY_COLUMNS] if keys[0] == "protocol" else SUMMARY_COLUMNS
+    return pd.DataFrame(out, columns=columns).astype(object)
 
 
 def inversion_rows(inv: dict, default_seed: int) -> list[dict]:
@@ -92,6 +102,121 @@ def compare(summary: pd.DataFrame, tolerances: dict[str, float], reference: pd.D
     return pd.DataFrame(rows).astype(object)
 
 
+PROTOCOL_ORDER = ("clean", "released")
+RELEASED_WEIGHTS_INIT = "official checkpoint"
+PROTOCOL_NOTES = (
+    "released − clean mixes two effects that this table does not separate: selecting the epoch on the test split "
+    "(after training on all of train) and the released code's quirks (as_released modes, fp16 AMP, the "
+    "ImageNet-length LR schedule, IFER starting from the RAF-DB ASIT fine-tune).",
+    "Baselines (every method but IFER) run under both protocols too; for them released means training on all of "
+    "train and selecting the epoch on test: the quirks, the fine-tune and fp16 AMP apply to IFER/ASIT only.",
+    "A \"released weights\" row is an official checkpoint scored once on the test split by `ifer eval-checkpoint` "
+    "(no selection by the suite); it sits in the released column because the authors produced it under their "
+    "protocol.",
+)
+
+
+def row_protocol(row: dict) -> str:
+    """A metric row's protocol; rows written before protocols existed were the clean protocol."""
+    return row.get("protocol") or "clean"
+
+
+def protocol_comparison(rows: Iterable[dict], tolerances: dict[str, float], init: dict[tuple[str, str], str] | None = None,
+                        reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per method x dataset x metric with every protocol side by side and ``released − clean``.
+
+    ``rows`` are (protocol, method, dataset, metric, seed, value) rows; ``init`` maps (protocol, method) to what
+    the method started from. Columns per protocol ``p``: ``p_mean``, ``p_std``, ``p_ci95_low``, ``p_ci95_high``,
+    ``p_n_seeds``, ``p_verdict`` (against the paper); then ``delta_released_minus_clean`` where both exist.
+    """
+    rows = list(rows)
+    reference = load_reference() if reference is None else reference
+    present = {row_protocol(r) for r in rows}
+    protocols = [p for p in PROTOCOL_ORDER if p in present] + sorted(present - set(PROTOCOL_ORDER))
+    init = init or {}
+    merged: dict[tuple[str, str, str], dict] = {}
+    for p in protocols:
+        table = compare(summarise(r for r in rows if row_protocol(r) == p), tolerances, reference)
+        for r in table.to_dict("records"):
+            key = (r["method"], r["dataset"], r["metric"])
+            out = merged.setdefault(key, {"method": r["method"], "init": {}, "dataset": r["dataset"],
+                                          "metric": r["metric"], "paper": r["paper"], "citation": r["citation"]})
+            out["init"][p] = init.get((p, r["method"]))
+            out.update({f"{p}_mean": r["reproduced_mean"], f"{p}_std": r["reproduced_std"],
+                        f"{p}_ci95_low": r["ci95_low"], f"{p}_ci95_high": r["ci95_high"],
+                        f"{p}_n_seeds": r["n_seeds"], f"{p}_verdict": r["verdict"]})
+    columns = ["method", "init", "dataset", "metric", "paper"]
+    for p in protocols:
+        columns += [f"{p}_{k}" for k in ("mean", "std", "ci95_low", "ci95_high", "n_seeds", "verdict")]
+    if {"clean", "released"} <= set(protocols):
+        columns.append("delta_released_minus_clean")
+    columns.append("citation")
+    out_rows = []
+    for r in merged.values():
+        labels = {v for v in r["init"].values() if v}
+        r["init"] = ("; ".join(f"{p}: {v}" for p, v in r["init"].items() if v) if len(labels) > 1
+                     else next(iter(labels), None))
+        if "delta_released_minus_clean" in columns:
+            both = r.get("clean_mean") is not None and r.get("released_mean") is not None
+            r["delta_released_minus_clean"] = r["released_mean"] - r["clean_mean"] if both else None
+        out_rows.append({c: r.get(c) for c in columns})
+    return pd.DataFrame(out_rows, columns=columns).astype(object)
+
+
+def protocols_of(table: pd.DataFrame) -> list[str]:
+    return [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
+
+
+def protocol_markdown(table: pd.DataFrame, title: str, configured: Sequence[str] = PROTOCOL_ORDER) -> str:
+    """Markdown of :func:`protocol_comparison`: one estimate column per protocol, the delta, the verdicts."""
+    protocols = protocols_of(table)
+    delta = "delta_released_minus_clean" in table.columns
+    head = (["method", "init", "dataset", "metric", "paper"]
+            + [f"{p}: mean ± std [{INTERVAL_METHOD}] (n seeds)" for p in protocols]
+            + (["released − clean"] if delta else []) + ["verdict (vs paper)"])
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table.to_dict("records"):
+        cells = [r["method"], r["init"] or "—", r["dataset"], r["metric"],
+                 "—" if r["paper"] is None else f"{r['paper']:.4g}"]
+        verdicts = []
+        for p in protocols:
+            if _num(r[f"{p}_mean"]) is None:
+                cells.append("—")
+                continue
+            cells.append(fmt_estimate(r[f"{p}_mean"], _num(r[f"{p}_std"]), _num(r[f"{p}_ci95_low"]),
+                                      _num(r[f"{p}_ci95_high"]), int(r[f"{p}_n_seeds"])))
+            verdicts.append(f"{p}: {r[f'{p}_verdict']}" if len(protocols) > 1 else r[f"{p}_verdict"])
+        if delta:
+            d = _num(r["delta_released_minus_clean"])
+            cells.append("—" if d is None else f"{d:+.4g}")
+        cells.append("; ".join(verdicts))
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines.append("")
+    if "released" not in configured:
+        lines.append(f"<sub>This profile runs the clean protocol only (protocols: {list(configured)}); `paper` runs "
+                     "clean and released side by side.</sub>")
+    lines += [f"<sub>{note}</sub>" for note in PROTOCOL_NOTES] + [f"<sub>{BIT_IDENTITY_NOTE}</sub>"]
+    return "\n".join(lines) + "\n"
+
+
+def write_protocol_tables(table: pd.DataFrame, out_dir: str | Path, stem: str, title: str,
+                          configured: Sequence[str] = PROTOCOL_ORDER) -> list[Path]:
+    return _write(table, protocol_markdown(table, title, configured), out_dir, stem)
+
+
+def released_weight_rows(released_dir: str | Path) -> dict[str, list[dict]]:
+    """Rows of every ``ifer eval-checkpoint`` result under ``released_dir``, by kind (``ifer``: FER rows in the
+    released column; ``asit``: inversion rows), labelled "<method> (released weights)"."""
+    import json
+
+    out: dict[str, list[dict]] = {"ifer": [], "asit": []}
+    folder = Path(released_dir)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        result = json.loads(path.read_text())
+        out.setdefault(result["kind"], []).extend({**r, "protocol": "released"} for r in result["rows"])
+    return out
+
+
 def fmt_estimate(mean: float, std: float | None, lo: float | None, hi: float | None, n: int) -> str:
     """``36.61 ± 1.2 [33.63, 39.59] (n=3)`` (interval to the mean's decimals), or ``36.61 (n=1, no interval)``."""
     if std is None or n < 2:
@@ -129,13 +254,15 @@ def _write(table: pd.DataFrame, markdown: str, out_dir: str | Path, stem: str) -
 
 
 def per_class_table(runs: Sequence[dict], class_names: Sequence[str]) -> pd.DataFrame:
-    """Per (method, dataset): per-class accuracy (recall) in percent, mean ± std over seeds, one column per class."""
-    groups: dict[tuple[str, str], list[list[float | None]]] = {}
+    """Per (protocol, method, dataset): per-class accuracy (recall) in percent, mean ± std over seeds, one column
+    per class."""
+    groups: dict[tuple[str, str, str], list[list[float | None]]] = {}
     for run in runs:
-        groups.setdefault((run["method"], run["dataset"]), []).append(run["test"]["per_class_accuracy"])
+        key = (run.get("run_protocol") or "clean", run["method"], run["dataset"])
+        groups.setdefault(key, []).append(run["test"]["per_class_accuracy"])
     rows = []
-    for (method, dataset), per_seed in groups.items():
-        row = {"method": method, "dataset": dataset, "n_seeds": len(per_seed)}
+    for (protocol, method, dataset), per_seed in groups.items():
+        row = {"protocol": protocol, "method": method, "dataset": dataset, "n_seeds": len(per_seed)}
         for c, name in enumerate(class_names):
             vals = [100 * s[c] for s in per_seed if c < len(s) and s[c] is not None]
             st = seed_interval(vals) if vals else None
@@ -148,32 +275,36 @@ def per_class_table(runs: Sequence[dict], class_names: Sequence[str]) -> pd.Data
 def write_per_class(table: pd.DataFrame, class_names: Sequence[str], out_dir: str | Path, stem: str, title: str,
                     plot_dir: str = "plots/confusion") -> list[Path]:
     lines = [f"### {title}", "",
-             "| method | dataset | n seeds | " + " | ".join(class_names) + " | confusion (mean over seeds) |",
-             "|---|---|---|" + "---|" * len(class_names) + "---|"]
+             "| protocol | method | dataset | n seeds | " + " | ".join(class_names) + " | confusion (mean over seeds) |",
+             "|---|---|---|---|" + "---|" * len(class_names) + "---|"]
     for r in table.to_dict("records"):
         cells = []
         for name in class_names:
             m, s = _num(r[f"{name}_mean"]), _num(r[f"{name}_std"])
             cells.append("—" if m is None else f"{m:.1f}" if s is None else f"{m:.1f} ± {s:.1f}")
-        plot = f"{plot_dir}/{r['method']}_{r['dataset']}.png"
-        lines.append(f"| {r['method']} | {r['dataset']} | {r['n_seeds']} | " + " | ".join(cells) + f" | [plot]({plot}) |")
+        plot = f"{plot_dir}/{r['protocol']}/{r['method']}_{r['dataset']}.png"
+        lines.append(f"| {r['protocol']} | {r['method']} | {r['dataset']} | {r['n_seeds']} | " + " | ".join(cells)
+                     + f" | [plot]({plot}) |")
     lines += ["", "Per-class accuracy (recall, %) on the test split, mean ± std over seeds; the confusion "
               "plots show the confusion matrix averaged over seeds."]
     return _write(table, "\n".join(lines) + "\n", out_dir, stem)
 
 
 def significance_table(rows: Sequence[dict]) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=["dataset", "a", "b", "diff_points", "diff_ci_low", "diff_ci_high",
-                                             "p_bootstrap", "p_holm", "p_mcnemar", "n_seeds", "n_images", "verdict"])
+    """Rows without a protocol (written before protocols existed) are the clean protocol."""
+    return pd.DataFrame([{"protocol": "clean", **r} for r in rows],
+                        columns=["protocol", "dataset", "a", "b", "diff_points", "diff_ci_low", "diff_ci_high",
+                                 "p_bootstrap", "p_holm", "p_mcnemar", "n_seeds", "n_images", "verdict"])
 
 
 def write_significance(table: pd.DataFrame, out_dir: str | Path, stem: str, title: str) -> list[Path]:
     lines = [f"### {title}", "", f"Test: {TEST_METHOD}; a verdict names a winner only when the Holm-adjusted "
              "p < 0.05. McNemar (per seed, combined) is shown as a check.", "",
-             "| dataset | A | B | accuracy A − B (points) [95% bootstrap] | p (Holm) | p (McNemar) | seeds × images | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| protocol | dataset | A | B | accuracy A − B (points) [95% bootstrap] | p (Holm) | p (McNemar) | "
+             "seeds × images | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in table.to_dict("records"):
-        lines.append(f"| {r['dataset']} | {r['a']} | {r['b']} | {r['diff_points']:+.2f} [{r['diff_ci_low']:+.2f}, "
+        lines.append(f"| {r['protocol']} | {r['dataset']} | {r['a']} | {r['b']} | {r['diff_points']:+.2f} [{r['diff_ci_low']:+.2f}, "
                      f"{r['diff_ci_high']:+.2f}] | {r['p_holm']:.3g} | {r['p_mcnemar']:.3g} | {r['n_seeds']} × "
                      f"{r['n_images']} | {r['verdict']} |")
     return _write(table, "\n".join(lines) + "\n", out_dir, stem)
@@ -181,16 +312,19 @@ def write_significance(table: pd.DataFrame, out_dir: str | Path, stem: str, titl
 
 def write_probe(rows: Sequence[dict], out_dir: str | Path, stem: str, title: str) -> list[Path]:
     """Identity probe: per-seed rows in CSV, mean ± std [interval] per method in Markdown."""
-    per_seed = pd.DataFrame(list(rows), columns=None if rows else ["method", "dataset", "seed",
+    per_seed = pd.DataFrame(list(rows), columns=None if rows else ["protocol", "method", "dataset", "seed",
                                                                    "identity_probe_accuracy", "identity_chance"])
     if per_seed.empty:  # real FER datasets carry no identity labels; dvc.yaml still declares the files
         return _write(per_seed, f"### {title}\n\nNo dataset of this run has identity labels (only SynthFER has), "
                       "so no probe was run.\n", out_dir, stem)
     lines = [f"### {title}", "",
-             f"| method | dataset | probe accuracy: mean ± std [{INTERVAL_METHOD}] (n seeds) | chance |", "|---|---|---|---|"]
-    for (method, dataset), g in per_seed.groupby(["method", "dataset"], sort=False):
+             f"| protocol | method | dataset | probe accuracy: mean ± std [{INTERVAL_METHOD}] (n seeds) | chance |",
+             "|---|---|---|---|---|"]
+    if "protocol" not in per_seed.columns:
+        per_seed.insert(0, "protocol", "clean")
+    for (protocol, method, dataset), g in per_seed.groupby(["protocol", "method", "dataset"], sort=False):
         s = seed_interval(g["identity_probe_accuracy"].tolist())
-        lines.append(f"| {method} | {dataset} | {fmt_estimate(s['mean'], s['std'], s['ci_low'], s['ci_high'], s['n'])}"
+        lines.append(f"| {protocol} | {method} | {dataset} | {fmt_estimate(s['mean'], s['std'], s['ci_low'], s['ci_high'], s['n'])}"
                      f" | {g['identity_chance'].iloc[0]:.3f} |")
     lines += ["", "Lower = less identity information in the expression features (linear probe on held-out "
               "SynthFER identities, repeated for every training seed)."]

@@ -101,6 +101,21 @@ def save_resumable(path: str | Path, state: dict[str, Any]) -> Path:
     return save_training_state(path, state)
 
 
+def drop_resume_state(last: str | Path) -> list[Path]:
+    """Delete ``last.pt`` and ``prev.pt`` of a FINISHED run (call once its result is scored).
+
+    They hold the optimizer state for resuming (3x the weights: 3.2 GB for ``ifer_base``, 4.8 GB for ``asit_base``
+    with its discriminator), which nothing reads after the end: a finished run that DVC reruns is retrained from
+    scratch (``ifer.stages.prepare_run_dir``) and evaluation reads ``best.pt``. Keep them with the training key
+    ``keep_resume_state: true``."""
+    gone = []
+    for p in (Path(last), previous_path(last)):
+        if p.is_file():
+            p.unlink()
+            gone.append(p)
+    return gone
+
+
 def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     """Delete the temporary files of checkpoint writes that a kill interrupted (``.last.pt.*.tmp``, ...).
 

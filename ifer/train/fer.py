@@ -20,8 +20,10 @@ or fp32 a non-finite gradient skips the step (``ifer.train.optim``). Training lo
 """
 from __future__ import annotations
 
+import logging
 import math
 import signal
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from ifer.core.quirks import Quirks, get_quirks
 from ifer.metrics.predict import predict
 from ifer.train.checkpoint import (
     check_finite,
+    drop_resume_state,
     kill_if_requested,
     load_resume_state,
     load_training_state,
@@ -55,6 +58,19 @@ from ifer.train.seeding import ResumableSampler, SeededDataset, derive_seed
 
 IMAGENET_TRAIN_LEN = 1_281_167  # scripts/train_ifer.py --data_len default
 _AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # float16 adds a GradScaler
+
+
+def resolve_amp_dtype(cfg, device: torch.device) -> torch.dtype:
+    """``amp_dtype``, except float16 on a CPU, which becomes ``amp_dtype_cpu`` (default bfloat16).
+
+    float16 autocast on a CPU has no fast kernels: one ``ifer_base`` step at batch 2 took ~180 s in float16 against
+    ~2.5 s in bfloat16 (2-core AVX-512 + bf16 machine, 2026-11-29), so the released recipe's fp16 + GradScaler
+    (a GPU setting) would make a CPU run or the rehearsal impractical. The substitution is logged by the caller
+    and recorded (``amp`` event in log.jsonl); ``amp_dtype_cpu: float16`` keeps float16 on the CPU as well."""
+    want = cfg.get("amp_dtype", "bfloat16")
+    if device.type == "cpu" and want == "float16":
+        want = cfg.get("amp_dtype_cpu", "bfloat16") or want
+    return _AMP_DTYPES[want]
 
 
 class _LossModule(torch.nn.Module):
@@ -157,6 +173,10 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
             group["params"] = [p for p in group["params"] if id(p) not in adversarial]
         adversary_opt = torch.optim.Adam(core.adversary_parameters(), lr=cfg.lr)
     # --- end adversary hook
+    accum = int(cfg.get("grad_accum_steps", 1) or 1)
+    if accum < 1 or cfg.batch_size % accum:
+        raise ConfigError(f"{config_section}.grad_accum_steps={accum} must be >= 1 and divide "
+                          f"{config_section}.batch_size={cfg.batch_size} (the batch is split into equal micro-batches)")
     upe_real = len(train_set) // (cfg.batch_size * info.world_size)  # drop_last: only full batches
     if upe_real == 0:
         raise ConfigError(f"{config_section}.batch_size={cfg.batch_size} x {info.world_size} process(es) exceeds the "
@@ -164,7 +184,7 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
     scheduler = build_scheduler(optimizer, cfg, schedule_updates_per_epoch(len(train_set), cfg.batch_size, info.world_size, quirks))
     mixup = build_mixup(cfg, num_classes)
     use_amp = bool(cfg.get("amp", False))
-    amp_dtype = _AMP_DTYPES[cfg.get("amp_dtype", "bfloat16")]
+    amp_dtype = resolve_amp_dtype(cfg, device)
     optimizers = [optimizer] + ([adversary_opt] if adversary_opt is not None else [])
     guard = GuardedStep(optimizers, core.named_parameters(), device_type=device.type,
                         fp16=use_amp and amp_dtype == torch.float16, clip=cfg.get("clip_grad"),
@@ -199,6 +219,13 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
         log.log("resume", epoch=start_epoch, step=step, path=str(source))
     else:
         log.start_fresh()
+    if use_amp and _AMP_DTYPES[cfg.get("amp_dtype", "bfloat16")] != amp_dtype:
+        used = str(amp_dtype).removeprefix("torch.")
+        log.log("amp", requested=cfg.amp_dtype, used=used, device=device.type,
+                reason="float16 autocast has no fast CPU kernels (amp_dtype_cpu)")
+        if info.is_main:
+            logging.getLogger("ifer").warning("%s: amp_dtype float16 runs as %s on the CPU (%s.amp_dtype_cpu)",
+                                              run_dir, used, config_section)
 
     def checkpoint(epoch_done: int, partial_state: dict | None) -> None:
         save_resumable(last_path, {
@@ -239,18 +266,29 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
                     target = smooth_targets(y, num_classes, cfg.smoothing)
                 else:
                     target = y
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    loss, terms = loss_module(x, target)
-                terms = {k: float(v) for k, v in terms.items() if k != "loss"}
-                bad = broadcast_flag(not torch.isfinite(loss.detach()).all().item(), info)
-                if bad:
-                    check_finite({"loss": float("nan"), **terms}, step, last_path)
                 optimizer.zero_grad(set_to_none=True)
                 if adversary_opt is not None:  # adversary hook (H7)
                     adversary_opt.zero_grad(set_to_none=True)
-                # clip, check and step every optimizer in ``optimizers`` (the adversary's too: H7's one step per
-                # iteration); a non-finite gradient skips the whole step
-                guard.backward(loss)
+                # grad_accum_steps = k: the batch (same data, order and schedule as k = 1) runs as k equal
+                # micro-batches whose gradients add up before the one optimizer step, so memory holds 1/k of
+                # the activations; gradients are all-reduced only on the last one (DDP no_sync).
+                losses, terms = [], {}
+                for i, (xc, tc) in enumerate(zip(x.chunk(accum), target.chunk(accum))):
+                    sync = nullcontext() if not info.distributed or i == accum - 1 else loss_module.no_sync()
+                    with sync:
+                        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                            loss_c, terms_c = loss_module(xc, tc)
+                        terms_c = {k: float(v) for k, v in terms_c.items() if k != "loss"}
+                        bad = broadcast_flag(not torch.isfinite(loss_c.detach()).all().item(), info)
+                        if bad:
+                            check_finite({"loss": float("nan"), **terms_c}, step, last_path)
+                        # clip, check and step every optimizer in ``optimizers`` (the adversary's too: H7's one
+                        # step per iteration) after the last micro-batch; a non-finite gradient skips the step
+                        guard.backward(loss_c if accum == 1 else loss_c / accum)
+                    losses.append(loss_c.detach())
+                    for k, v in terms_c.items():
+                        terms[k] = terms.get(k, 0.0) + v / accum
+                loss = losses[0] if accum == 1 else torch.stack(losses).mean()
                 guard.step(step, last_path)
                 step += 1
                 scheduler.step_update(num_updates=step)
@@ -284,6 +322,8 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
     load_state_dict_strict(core, load_training_state(best_path)["model"], best_path)
     test = _score(core, test_set, num_classes, eval_batch_size, device, num_workers)
     log.log("test", best_epoch=best_epoch, selection=model_selection, **{k: v for k, v in test.items() if not isinstance(v, list)})
+    if not cfg.get("keep_resume_state", False):
+        drop_resume_state(last_path)
     return FERRun(run_dir=run_dir, best_epoch=best_epoch, selection_split=model_selection, selection_metric=best,
                   test=test, history=history)
 
