@@ -4,7 +4,7 @@ checkpoints, with the CPU flags and peak, in one JSON under results/benchmarks/:
     pytest benchmark/test_throughput.py -k "not_slower or bf16_speedup" --benchmark-only \
         --benchmark-json .benchmarks/gates.json
     python benchmark/record_cpu_bf16.py --gates .benchmarks/gates.json \
-        --checkpoint ifer=runs/tiny/fer/ifer/synthfer/seed0/best.pt --dataset synthfer --profile tiny
+        --checkpoint ifer=runs/tiny/fer/clean/ifer/synthfer/seed0/best.pt --dataset synthfer --profile tiny
 
 Agreement is measured with ``ifer.eval.predict.bf16_agreement`` on the dataset's test split (the number that
 ``ifer predict --precision auto`` compares with 99.5 %); without ``--checkpoint`` the file says none was given.

@@ -94,7 +94,8 @@ def fer_init_file(cfg: Config, method: str, seed: int) -> Path:
 def init_label(cfg: Config, method: str) -> str:
     """What a method's weights start from, as the report's ``init`` column names it."""
     if method == "ifer":
-        return {"asit_finetune": f"asit_{cfg.asit_finetune.dataset}_finetune"}.get(cfg.ifer.init, cfg.ifer.init)
+        base = "released_asit" if cfg.asit_finetune.get("init") else "asit"  # the authors' FFHQ ASIT or ours
+        return {"asit_finetune": f"{base}_{cfg.asit_finetune.dataset}_finetune"}.get(cfg.ifer.init, cfg.ifer.init)
     return cfg.fer_methods[method].get("init", "scratch")
 
 
@@ -178,12 +179,29 @@ def stage_fingerprint_inputs(cfg: Config) -> dict[str, Path]:
              "inversion_test": fingerprint_dataset(cfg, cfg.data.inversion.test),
              **{f"fer_{d}": fingerprint_dataset(cfg, d) for d in cfg.data.fer.datasets},
              # the released protocol's fine-tune data; a file even when unused, so dvc.yaml can name it
-             "asit_finetune": (fingerprint_dataset(cfg, cfg.asit_finetune.dataset) if cfg.finetune_seeds else
+             "asit_finetune": (_finetune_inputs(cfg) if cfg.finetune_seeds else
                                {"status": f"unused: protocols {list(cfg.protocols)} do not include released"})}
     for role, keys in _used_weights(cfg).items():
         files[role] = {k: ({"path": v, "sha256": sha256_file(Path(v))} if v and Path(v).is_file()
                            else {"path": v, "status": "missing"}) for k, v in keys.items()}
     return {role: write_json(out / f"{role}.json", content) for role, content in files.items()}
+
+
+def _finetune_inputs(cfg: Config) -> dict:
+    """The fine-tune's data fingerprint and, when ``asit_finetune.init`` names a released ASIT file, its sha256."""
+    fp = fingerprint_dataset(cfg, cfg.asit_finetune.dataset)
+    init = cfg.asit_finetune.get("init")
+    if init:
+        fp = {**fp, "init": ({"path": str(init), "sha256": sha256_file(Path(init))} if Path(init).is_file()
+                             else {"path": str(init), "status": "missing"})}
+    return fp
+
+
+def finetune_source(cfg: Config) -> Path:
+    """What the released fine-tune starts from: ``asit_finetune.init`` (the authors' released FFHQ ASIT) when set,
+    else this suite's ASIT run of ``cfg.seed``."""
+    init = cfg.asit_finetune.get("init")
+    return Path(init) if init else asit_dir(cfg) / "asit_best.pt"
 
 
 def stage_fer_init(cfg: Config) -> dict[str, Path]:
@@ -383,10 +401,12 @@ def stage_finetune_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_a
     cfg = with_protocol(cfg, "released")
     _set_threads(cfg)
     torch.manual_seed(cfg.seed)
-    source = asit_dir(cfg) / "asit_best.pt"
+    source = finetune_source(cfg)
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: the ASIT run to fine-tune is missing; run `ifer train-asit` "
-                                f"(seed={cfg.seed}) first")
+        raise FileNotFoundError(
+            f"{source}: asit_finetune.init names no file (put the authors' released FFHQ ASIT checkpoint there, or "
+            "set asit_finetune.init: null to fine-tune this suite's ASIT run)" if cfg.asit_finetune.get("init") else
+            f"{source}: the ASIT run to fine-tune is missing; run `ifer train-asit` (seed={cfg.seed}) first")
     train_cfg = Config(merge(cfg.asit.train, cfg.asit_finetune.train, "asit_finetune.train"))
     net, disc, losses = build_asit(cfg)
     net.load_checkpoint(source)

@@ -251,3 +251,41 @@ def test_finetune_stage_starts_from_asit_and_holds_out_a_recorded_draw(synthfer,
     rel, cln = (json.loads(written[f"{p}/ifer_seed0"].read_text()) for p in ("released", "clean"))
     assert rel["init"] == "asit_synthfer_finetune" and rel["checkpoint"] == str(out / "asit_best.pt")
     assert cln["init"] == "asit" and cln["checkpoint"] == str(source) and rel["sha256"] != cln["sha256"]
+
+
+def test_finetune_starts_from_the_authors_released_asit_when_given(synthfer, tmp_path, monkeypatch):
+    """``released`` means what the authors ran: they fine-tuned their released FFHQ ASIT. With
+    ``asit_finetune.init`` naming such a file (official layout, argparse opts), the fine-tune starts from it, its
+    sha256 is an input (fingerprint_inputs) and the init label says so; a missing file is one line naming the key."""
+    import argparse
+
+    from ifer import stages
+    from ifer.models.registry import create_model
+    from ifer.train.distributed import DistInfo
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(1)
+    authors = create_model("asit_tiny")
+    authors.init_latent_avg(64, seed=1)
+    official = tmp_path / "weights" / "asit_ffhq_released.pt"
+    official.parent.mkdir()
+    torch.save({"state_dict": authors.state_dict(), "latent_avg": authors.latent_avg,
+                "opts": argparse.Namespace(dataset_type="ffhq_encode", output_size=64)}, official)
+    overrides = [
+        f"data.synthfer.out={synthfer}", "device=cpu", "seeds=[0]", "asit_seeds=[0]", "protocols=[clean, released]",
+        "methods=[ifer]", "asit.latent_avg_samples=64", "asit_finetune.dataset=synthfer", "asit_finetune.holdout=6",
+        f"asit_finetune.init={official}",
+        "asit_finetune.train={steps: 1, batch_size: 4, log_interval: 1, val_interval: 1, save_interval: 1}"]
+    cfg = load_config("tiny", overrides=overrides)
+    assert stages.finetune_source(cfg) == official
+    assert stages.init_label(with_protocol(cfg, "released"), "ifer") == "released_asit_synthfer_finetune"
+    inputs = json.loads(stages.stage_fingerprint_inputs(cfg)["asit_finetune"].read_text())
+    assert inputs["init"]["path"] == str(official) and len(inputs["init"]["sha256"]) == 64
+    stages.stage_finetune_asit(cfg, DistInfo())
+    out = stages.finetune_dir(cfg, 0)
+    held = json.loads((out / "holdout.json").read_text())
+    assert held["init"] == str(official)
+    assert torch.load(out / "asit_best.pt", weights_only=True)["opts"]["finetune_of"] == str(official)
+    missing = load_config("tiny", overrides=[*overrides, "asit_finetune.init=weights/absent.pt"])
+    with pytest.raises(FileNotFoundError, match=r"weights/absent.pt: asit_finetune.init names no file"):
+        stages.stage_finetune_asit(missing, DistInfo())

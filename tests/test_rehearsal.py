@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -207,20 +208,56 @@ def test_fid_inception_file_loads_in_torchmetrics(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- whole run
+def _report_fixture(results: Path, protocols=("clean", "released"), lpips=0.3):
+    results.mkdir(parents=True)
+    rows = [{"protocol": p, "method": m, "dataset": d, "metric": "accuracy", "seed": 0, "value": 0.5}
+            for p in protocols for m in ("ifer", "ke2nt") for d in ("rafdb", "sfew")]
+    (results / "fer_metrics.json").write_text(json.dumps({"rows": rows}))
+    lines = ["method,dataset,metric,clean_mean,released_mean,delta_released_minus_clean"]
+    lines += [f"{m},{d},accuracy,0.5,{'0.6' if 'released' in protocols else ''},{'0.1' if 'released' in protocols else ''}"
+              for m in ("ifer", "ke2nt") for d in ("rafdb", "sfew")]
+    (results / "fer_comparison.csv").write_text("\n".join(lines) + "\n")
+    inv = {"lpips_alex": lpips, "id_sim_curricularface_ir101": 0.1, "fid_torchmetrics_inception2048": 300.0}
+    (results / "inversion_metrics.json").write_text(json.dumps({"methods": {"asit": inv}}))
+
+
+def test_report_check_names_a_missing_protocol_row_and_a_non_numeric_metric(tmp_path):
+    """The rehearsal's final check (issue 10: a row per method x dataset, LPIPS/ID/FID numbers; issue 13: both
+    protocols with their delta) passes on a complete report and names what is missing otherwise."""
+    from ifer.rehearsal.run import check_report
+
+    _report_fixture(tmp_path / "ok")
+    assert check_report(tmp_path / "ok", ["ifer", "ke2nt"], ["rafdb", "sfew"], ["clean", "released"]) == []
+    _report_fixture(tmp_path / "bad", protocols=("clean",), lpips=float("nan"))
+    problems = check_report(tmp_path / "bad", ["ifer", "ke2nt"], ["rafdb", "sfew"], ["clean", "released"])
+    assert "fer_metrics.json has no row for released x ifer x rafdb" in problems
+    assert "fer_comparison.csv: ke2nt x sfew has no released estimate" in problems
+    assert any("lpips_alex = nan is not a number" in p for p in problems)
+
+
 @pytest.mark.slow
-@pytest.mark.rehearsal  # not in the default test command: see README "Rehearsal" for what still stops it
+@pytest.mark.rehearsal  # in the test command (nox -s tests runs it on one xdist worker beside the rest)
 def test_rehearsal_runs_the_paper_pipeline_end_to_end(tmp_path):
-    """Every dvc stage of the paper profile (lengths shortened) finishes on the rehearsal inputs; the report has
-    a row per method x dataset and numeric LPIPS, ID similarity and FID (``run`` raises otherwise)."""
+    """Every dvc stage of the paper profile (lengths shortened) finishes on the rehearsal inputs under both
+    protocols; the report has a clean and a released estimate and their delta for every method x dataset, and
+    numeric LPIPS, ID similarity and FID (``run`` raises otherwise, naming what is missing)."""
     import yaml
 
-    from ifer.rehearsal.run import run
+    from ifer.core.config import load_config
+    from ifer.rehearsal.run import PROFILE_LAYER, run
 
     lines: list[str] = []
     summary = run(tmp_path / "scratch", repo=ROOT, log=lines.append)
     stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     ran = {s.split("@")[0] for s in summary["stages"]}
     assert stages <= ran, stages - ran
+    cfg = load_config("paper", files=[ROOT / PROFILE_LAYER])
+    assert list(cfg.protocols) == ["clean", "released"]
+    expected = {f"train_fer@{p}-{m}-{d}-{s}" for p in cfg.protocols for m in cfg.methods
+                for d in cfg.data.fer.datasets for s in cfg.seeds}
+    assert expected <= set(summary["stages"]), expected - set(summary["stages"])
+    assert "finetune_asit@0" in summary["stages"]
     assert any(t.endswith("fer_comparison.md") for t in summary["tables"])
     assert any(t.endswith("inversion_comparison.md") for t in summary["tables"])
     assert lines[-1].startswith("rehearsal passed")
+    shutil.rmtree(tmp_path / "scratch")  # ~15 GB of full-size checkpoints; a failed run keeps them to inspect

@@ -9,7 +9,7 @@ Precision: bf16 (``torch.autocast``) only where the CPU has native bf16 (avx512_
 checkpoint's measured fp32/bf16 top-1 agreement on a test split is >= ``BF16_MIN_AGREEMENT``; otherwise fp32.
 The agreement is measured once per checkpoint and stored next to it (``<checkpoint>.bf16_agreement.json``).
 
-    ifer predict photos/ --checkpoint runs/tiny/fer/ifer/synthfer/seed0/best.pt --out predictions.csv
+    ifer predict photos/ --checkpoint runs/tiny/fer/clean/ifer/synthfer/seed0/best.pt --out predictions.csv
     ifer invert photos/ --folder --checkpoint runs/tiny/asit/asit_best.pt --out inversions/
 """
 from __future__ import annotations

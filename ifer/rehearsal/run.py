@@ -97,6 +97,9 @@ def _env(python: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONHASHSEED", "0")
+    # Every core for the stages, whatever the caller set: `nox -s tests` runs pytest workers at one thread each, and
+    # this rehearsal (one of them) is the long pole; when the other worker is done, its core would otherwise idle.
+    env["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
     return env
 
 
@@ -152,9 +155,6 @@ def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = "."
     # The copy has the checkout's .dvc/ (config, remotes) but no git: DVC must be told not to look for one.
     dvc_setup = ["config", "--local", "core.no_scm", "true"] if (work / ".dvc").is_dir() else ["init", "--no-scm", "--quiet"]
     subprocess.run([str(python), "-m", "dvc", *dvc_setup], cwd=work, env=env, check=True)
-    # Link outputs into the cache instead of copying them (README "Disk"): the full-size checkpoints are GBs each.
-    subprocess.run([str(python), "-m", "dvc", "config", "--local", "cache.type", "reflink,hardlink,copy"], cwd=work,
-                   env=env, check=True)
     log(f"scratch copy: {work} ({n} files); dvc repro ...")
     stages: dict[str, float] = {}
     current, started, tail = None, time.perf_counter(), []
