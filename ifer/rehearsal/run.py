@@ -97,9 +97,8 @@ def _env(python: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONHASHSEED", "0")
-    # Every core for the stages, whatever the caller set: `nox -s tests` runs pytest workers at one thread each, and
-    # this rehearsal (one of them) is the long pole; when the other worker is done, its core would otherwise idle.
-    env["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+    # OMP_NUM_THREADS is the caller's: under `nox -s tests` (one thread per xdist worker) giving the stages 2 threads
+    # beside the other 1-thread worker oversubscribed the 2 cores and ran ~2x slower (measured 2026-11-29).
     return env
 
 
