@@ -15,7 +15,7 @@ import torch
 
 from ifer.cli import main
 from ifer.core.config import ConfigError, load_config, save_resolved, with_protocol
-from ifer.data.synthfer import SynthFERConfig, generate_synthfer
+from tests.toy import tiny_synthfer
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,10 +166,7 @@ def test_summaries_never_merge_the_seeds_of_two_protocols():
 
 @pytest.fixture(scope="module")
 def synthfer(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthfer")
-    generate_synthfer(root, SynthFERConfig(n_train_identities=2, n_val_identities=1, n_test_identities=2,
-                                           images_per_identity=7), workers=1)
-    return root
+    return tiny_synthfer(tmp_path_factory, n_train_identities=2)
 
 
 def test_released_weights_row_lands_in_the_report(synthfer, tmp_path, capsys):

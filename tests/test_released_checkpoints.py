@@ -10,7 +10,6 @@ from ifer.cli import main
 from ifer.core.config import ConfigError, load_config
 from ifer.core.loading import CheckpointError
 from ifer.data.labels import EXPRESSIONS_7
-from ifer.data.synthfer import SynthFERConfig, generate_synthfer
 from ifer.eval.released import (
     DEFAULT_CLASS_FOLDERS,
     canonical_permutation,
@@ -18,16 +17,14 @@ from ifer.eval.released import (
     head_order,
 )
 from ifer.models.registry import create_model
+from tests.toy import tiny_synthfer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def synthfer(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthfer")
-    generate_synthfer(root, SynthFERConfig(n_train_identities=1, n_val_identities=1, n_test_identities=2,
-                                           images_per_identity=7), workers=1)
-    return root
+    return tiny_synthfer(tmp_path_factory, n_train_identities=1)
 
 
 def _overrides(synthfer, tmp_path):

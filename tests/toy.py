@@ -65,3 +65,13 @@ def overfit_steps(model: torch.nn.Module, steps: int = 20, log_key: str | None =
         opt.step()
         history.append({**logs, "loss": loss.item()})
     return history
+
+
+def tiny_synthfer(tmp_path_factory, n_train_identities: int = 1):
+    """A SynthFER copy of 7 images per identity (the default 64 px), n_train_identities + 1 val + 2 test."""
+    from ifer.data.synthfer import SynthFERConfig, generate_synthfer
+
+    root = tmp_path_factory.mktemp("synthfer")
+    generate_synthfer(root, SynthFERConfig(n_train_identities=n_train_identities, n_val_identities=1,
+                                           n_test_identities=2, images_per_identity=7), workers=1)
+    return root
