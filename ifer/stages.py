@@ -182,19 +182,21 @@ def stage_fingerprint_inputs(cfg: Config) -> dict[str, Path]:
              "asit_finetune": (_finetune_inputs(cfg) if cfg.finetune_seeds else
                                {"status": f"unused: protocols {list(cfg.protocols)} do not include released"})}
     for role, keys in _used_weights(cfg).items():
-        files[role] = {k: ({"path": v, "sha256": sha256_file(Path(v))} if v and Path(v).is_file()
-                           else {"path": v, "status": "missing"}) for k, v in keys.items()}
+        files[role] = {k: _weight_file_record(v) for k, v in keys.items()}
     return {role: write_json(out / f"{role}.json", content) for role, content in files.items()}
+
+
+def _weight_file_record(path) -> dict:
+    """``{"path", "sha256"}`` of a weight file, or ``{"path", "status": "missing"}``."""
+    return {"path": path, "sha256": sha256_file(Path(path))} if path and Path(path).is_file() else \
+        {"path": path, "status": "missing"}
 
 
 def _finetune_inputs(cfg: Config) -> dict:
     """The fine-tune's data fingerprint and, when ``asit_finetune.init`` names a released ASIT file, its sha256."""
     fp = fingerprint_dataset(cfg, cfg.asit_finetune.dataset)
     init = cfg.asit_finetune.get("init")
-    if init:
-        fp = {**fp, "init": ({"path": str(init), "sha256": sha256_file(Path(init))} if Path(init).is_file()
-                             else {"path": str(init), "status": "missing"})}
-    return fp
+    return {**fp, "init": _weight_file_record(str(init))} if init else fp
 
 
 def finetune_source(cfg: Config) -> Path:
@@ -415,13 +417,14 @@ def stage_finetune_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_a
     inputs = inputs_dir(cfg)
     identity = _run_identity(cfg, inputs / "asit_finetune.json", inputs / "asit_weights.json",
                              sections=("seed", "asit", "asit_finetune", "data.synthfer"))
-    prepare_run_dir(out, {**identity, "init_sha256": sha256_file(source)}, "asit_best.pt", info,
+    source_sha256 = sha256_file(source)  # a 1.2 GB file for asit_base: hashed once
+    prepare_run_dir(out, {**identity, "init_sha256": source_sha256}, "asit_best.pt", info,
                     keep_changed=resume_override, resume=resume)
     if info.is_main:
         save_resolved(cfg, out / "config.yaml")
         write_json(out / "holdout.json", {"dataset": cfg.asit_finetune.dataset, "seed": cfg.seed,
                                           "n_train": len(train_set), "n_holdout": len(held), "holdout": held,
-                                          "init": str(source), "init_sha256": sha256_file(source)})
+                                          "init": str(source), "init_sha256": source_sha256})
     summary = train_asit(net, disc, losses, train_set, val_set, train_cfg, out, info=info, seed=cfg.seed,
                          quirks=cfg.asit.mode, use_struct=cfg.asit.use_struct, num_workers=cfg.data.num_workers,
                          resume=resume, stop_after_steps=stop_after_steps, model_name=cfg.asit.model,
