@@ -25,9 +25,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from ifer.core.config import PROFILES, load_config, save_resolved
+# Idle OpenMP threads sleep instead of spinning (read when torch loads libgomp, so before any ifer import): with
+# the default spin-wait, a 2-thread step ran 3.5x slower than a 1-thread one while another process held one of the
+# 2 cores, and 1.4x with PASSIVE (fer_resnet18_tiny, 2-core Xeon, 2026-12-02; results/benchmarks/). Set it to
+# ACTIVE yourself on a machine the run has to itself.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from ifer.core.config import PROFILES, load_config, save_resolved  # noqa: E402
 
 
 def _cfg(args):

@@ -83,6 +83,13 @@ def machine_info() -> dict:
     return info
 
 
+def native_bf16() -> bool:
+    """Does this CPU compute bf16 in hardware (AVX512-BF16 or AMX-BF16)? Without it bf16 autocast is emulated and
+    slower than fp32, so the CPU trainers then run fp32 (``ifer.train.fer``)."""
+    flags = isa_flags()
+    return bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
+
+
 def kernel_key(info: dict) -> str:
     """A short string equal on two machines that run the same kernels (same ISA, build, threads, GPU)."""
     flags = "+".join(f for f, on in sorted(info.get("isa_flags", {}).items()) if on) or "?"

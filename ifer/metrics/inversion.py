@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from ifer.core.io import IMAGE_EXTENSIONS, is_image_file, read_rgb
 from ifer.core.weights import MissingWeightsError, resolve_weights
@@ -114,6 +113,11 @@ class InversionEvaluator:
         if "mse" in self.keys:
             values[self.names["mse"]] = ((pred - gt) ** 2).mean(dim=(1, 2, 3))
         p01, g01 = (pred + 1) / 2, (gt + 1) / 2
+        from torchmetrics.functional.image import (  # here: torchmetrics' import costs seconds per process
+            peak_signal_noise_ratio,
+            structural_similarity_index_measure,
+        )
+
         if "ssim" in self.keys:
             values[self.names["ssim"]] = structural_similarity_index_measure(
                 p01, g01, gaussian_kernel=True, sigma=1.5, kernel_size=11, k1=0.01, k2=0.03, data_range=1.0,

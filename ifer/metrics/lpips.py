@@ -13,7 +13,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import lpips
 import torch
 from torch import nn
 
@@ -66,6 +65,8 @@ class LPIPSLoss(nn.Module):
         # lpips calls the deprecated ``tv.alexnet(pretrained=False)``; its warning says nothing useful here.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            import lpips  # here: the package pulls in torchvision's model zoo at import
+
             self.model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", pnet_rand=True, verbose=False)
         self.weights_path = load_alexnet_into_lpips(self.model, weights_path, verify_hash)
         self.model.eval().requires_grad_(False)

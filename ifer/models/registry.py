@@ -46,8 +46,10 @@ def register_config_builder(family: str):
 
 
 def _ensure_models_imported() -> None:
-    # Importing the package runs every @register_model decorator exactly once.
-    import ifer.models  # noqa: F401
+    # Importing the family modules runs every @register_model decorator exactly once.
+    import ifer.models
+
+    ifer.models.import_all()
 
 
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:

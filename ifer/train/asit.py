@@ -238,7 +238,11 @@ def train_asit(net: torch.nn.Module, disc: torch.nn.Module, losses: ASITLosses, 
                         if val["loss"] < best:
                             best = val["loss"]
                             save_training_state(best_path, {"net": net.state_dict(), "step": step, "val": val})
-                if step % cfg.save_interval == 0 or step == cfg.steps:
+                # The final step's last.pt (4.8 GB for asit_base) would be deleted once asit_best.pt is written: it is
+                # written only when kept. A kill before then resumes from the previous save and retrains the rest to
+                # the same weights (every draw is seeded by seed/step).
+                final = step == cfg.steps
+                if (step % cfg.save_interval == 0 and not final) or (final and cfg.get("keep_resume_state", False)):
                     if info.is_main:
                         checkpoint()
                     barrier(info)

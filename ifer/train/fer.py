@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ifer.core.config import ConfigError
 from ifer.core.loading import CheckpointError, load_state_dict_strict
+from ifer.core.machine import native_bf16
 from ifer.core.quirks import Quirks, get_quirks
 from ifer.metrics.predict import predict
 from ifer.train.checkpoint import (
@@ -185,6 +186,8 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
     mixup = build_mixup(cfg, num_classes)
     use_amp = bool(cfg.get("amp", False))
     amp_dtype = resolve_amp_dtype(cfg, device)
+    emulated_bf16 = use_amp and device.type == "cpu" and amp_dtype == torch.bfloat16 and not native_bf16()
+    use_amp = use_amp and not emulated_bf16  # emulated bf16 is slower than fp32: the run is fp32 (logged below)
     optimizers = [optimizer] + ([adversary_opt] if adversary_opt is not None else [])
     guard = GuardedStep(optimizers, core.named_parameters(), device_type=device.type,
                         fp16=use_amp and amp_dtype == torch.float16, clip=cfg.get("clip_grad"),
@@ -195,6 +198,7 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
     selection_set = val_set if model_selection == "val" else test_set
 
     start_epoch, step, best, best_epoch, history = 0, 0, -math.inf, -1, []
+    best_scores = None  # the selection-split metrics of best.pt when scored in this process
     partial = None  # a mid-epoch checkpoint (written on SIGINT/SIGTERM): batches done and running sums
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if info.is_main:
@@ -219,6 +223,12 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
         log.log("resume", epoch=start_epoch, step=step, path=str(source))
     else:
         log.start_fresh()
+    if emulated_bf16:
+        log.log("amp", requested=cfg.get("amp_dtype", "bfloat16"), used="float32", device=device.type,
+                reason="this CPU has no native bf16 (avx512_bf16 / amx_bf16): emulated bf16 is slower than fp32")
+        if info.is_main:
+            logging.getLogger("ifer").warning("%s: bf16 autocast runs as fp32 on this CPU (no avx512_bf16 / amx_bf16)",
+                                              run_dir)
     if use_amp and _AMP_DTYPES[cfg.get("amp_dtype", "bfloat16")] != amp_dtype:
         used = str(amp_dtype).removeprefix("torch.")
         log.log("amp", requested=cfg.amp_dtype, used=used, device=device.type,
@@ -310,17 +320,28 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
                 row[f"{model_selection}_accuracy"] = sel["accuracy"]
                 row[f"{model_selection}_mean_class_accuracy"] = sel["mean_class_accuracy"]
                 if sel["accuracy"] > best:
-                    best, best_epoch = sel["accuracy"], epoch
+                    best, best_epoch, best_scores = sel["accuracy"], epoch, sel
                     save_training_state(best_path, {"model": core.state_dict(), "epoch": epoch})
                 history.append(row)
                 log.log("epoch", **row)
-                checkpoint(epoch, None)
+                # The final epoch's last.pt would be deleted once the test score is in (drop_resume_state): it is
+                # written only when kept. A kill before result.json resumes from the previous epoch's last.pt and
+                # retrains the final epoch to the same weights (every draw is seeded by seed/epoch/step/index).
+                if epoch + 1 < cfg.epochs or cfg.get("keep_resume_state", False):
+                    checkpoint(epoch, None)
             barrier(info)
 
     if not info.is_main:
         return None
-    load_state_dict_strict(core, load_training_state(best_path)["model"], best_path)
-    test = _score(core, test_set, num_classes, eval_batch_size, device, num_workers)
+    if best_epoch == cfg.epochs - 1 and start_epoch < cfg.epochs:
+        # best.pt holds the weights in memory right now (the final epoch was trained in this process): no reload
+        pass
+    else:
+        load_state_dict_strict(core, load_training_state(best_path)["model"], best_path)
+    if model_selection == "test" and best_scores is not None:
+        test = best_scores  # the selected weights were scored on this very test set when selected (deterministic)
+    else:
+        test = _score(core, test_set, num_classes, eval_batch_size, device, num_workers)
     log.log("test", best_epoch=best_epoch, selection=model_selection, **{k: v for k, v in test.items() if not isinstance(v, list)})
     if not cfg.get("keep_resume_state", False):
         drop_resume_state(last_path)
