@@ -116,3 +116,29 @@ def test_metrics_are_keyed_by_protocol(tmp_path, capsys):
     assert not only_b.agree and only_b.b == pytest.approx([0.56, 0.58, 0.55]) and "only in B" in only_b.line()
     assert main(["compare", str(b), str(b)]) == 0
     assert "agree    fer/released ifer/synthfer accuracy" in capsys.readouterr().out
+
+
+def test_kernel_rules_pair_inversion_seeds_and_the_baseline(tmp_path):
+    """Across kernels (none recorded here): ASIT inversion metrics pair seed by seed within 0.1%, the deterministic
+    mean-image baseline within 1e-5; the same kernel_key demands identical numbers."""
+    from ifer.report.compare import check_paired, rule_for
+
+    key = ("inversion", "asit", "synthfer", "mse_256_pm1")
+    assert rule_for(key, same_kernel=False) == "paired" and rule_for(key, same_kernel=True) == "exact"
+    assert rule_for(("inversion", "mean_image_baseline", "synthfer", "mse_256_pm1"), False) == "deterministic"
+    assert rule_for(("fer/clean", "ifer", "synthfer", "accuracy"), False) == "seeds"
+    ok = check_paired(key, {"0": 0.1025822, "1": 0.1649916}, {"0": 0.1025878, "1": 0.1649996}, "paired")
+    assert ok.agree and ok.detectable == pytest.approx(1e-3 * 0.1025822) and "detects shifts >=" in ok.line()
+    # one seed off by 0.2% is enough; the seeds' mean barely moves
+    assert not check_paired(key, {"0": 0.1, "1": 0.2}, {"0": 0.1002, "1": 0.2}, "paired").agree
+    unpaired = check_paired(key, {"0": 0.1, "1": 0.2}, {"0": 0.1, "2": 0.2}, "paired")
+    assert not unpaired.agree and "seeds differ" in unpaired.line()
+    base = ("inversion", "mean_image_baseline", "synthfer", "mse_256_pm1")
+    assert check_paired(base, {"0": 0.2236579}, {"1": 0.2236579 * (1 + 1e-7)}, "deterministic").agree  # by position
+    assert not check_paired(base, {"0": 0.2236579}, {"0": 0.2236579 * 1.0001}, "deterministic").agree
+    import math
+
+    assert check_paired(key, {"0": 0.1}, {"0": 0.1}, "exact").agree
+    one_ulp = check_paired(key, {"0": 0.1}, {"0": math.nextafter(0.1, 1.0)}, "exact")  # one last bit
+    assert not one_ulp.agree and "1 seed(s) differ" in one_ulp.line()
+    assert not check_paired(key, {"0": 0.1}, {"0": 0.1000000001}, "exact").agree

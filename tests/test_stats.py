@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ifer.report.stats import holm, paired_bootstrap, pairwise_table, seed_interval, stratified_mcnemar, verdict
+from ifer.report.stats import NO_TEST, holm, paired_t_test, pairwise_table, per_seed_accuracy, seed_interval, verdict
 
 
 def test_t_interval_matches_hand_computed_values():
@@ -25,68 +25,81 @@ def test_single_seed_gives_no_interval_not_zero_spread():
     assert r == {"mean": 0.37, "std": None, "n": 1, "ci_low": None, "ci_high": None}
 
 
-def test_identical_predictions_are_not_distinguishable_with_p_one():
+def test_paired_t_hand_computed():
+    # d = (0.02, 0.04, 0.06): mean 0.04, sd 0.02, se 0.02 / sqrt(3), t = 2 sqrt(3) = 3.4641, p = 0.0742 (df 2)
+    r = paired_t_test([0.40, 0.42, 0.46], [0.38, 0.38, 0.40])
+    assert r["diff"] == pytest.approx(0.04) and r["sd_diff"] == pytest.approx(0.02) and r["df"] == 2
+    assert r["t"] == pytest.approx(2 * math.sqrt(3)) and r["p"] == pytest.approx(0.074180, rel=1e-4)
+    half = 4.302653 * 0.02 / math.sqrt(3)
+    assert r["ci_low"] == pytest.approx(0.04 - half, abs=1e-6) and r["ci_high"] == pytest.approx(0.04 + half, abs=1e-6)
+
+
+def test_identical_or_equally_accurate_methods_are_not_distinguishable():
     rng = np.random.default_rng(1)
     a = rng.random((3, 200)) < 0.4
-    assert paired_bootstrap(a, a)["p"] == 1.0
-    assert stratified_mcnemar(a, a)["p"] == 1.0
-    # different images right, same number right per seed: discordant, yet no difference at all
+    rows = pairwise_table({"a": a, "b": a.copy()})
+    assert rows[0]["p"] == 1.0 and rows[0]["verdict"] == "not distinguishable (p = 1.00)" and not rows[0]["significant"]
+    # different images right, same number right per seed: discordant, yet no difference of accuracy at all
     b = np.zeros((3, 200), dtype=bool)
     b[:, :100] = True
-    c = ~b
-    assert paired_bootstrap(b, c)["diff"] == 0.0 and paired_bootstrap(b, c)["p"] == 1.0
-    assert stratified_mcnemar(b, c)["p"] == 1.0
+    assert paired_t_test(per_seed_accuracy(b), per_seed_accuracy(~b))["p"] == 1.0
 
 
-def test_clearly_better_method_gets_small_p_and_correct_direction():
-    rng = np.random.default_rng(0)
-    good = rng.random((3, 560)) < 0.60
-    bad = rng.random((3, 560)) < 0.35
-    bs = paired_bootstrap(good, bad, n_resamples=2000, seed=0)
-    assert bs["diff"] > 0.2 and bs["p"] == pytest.approx(1 / 2001) and bs["ci_low"] > 0.15
-    assert stratified_mcnemar(good, bad)["p"] < 1e-10
-    rows = pairwise_table({"good": good, "bad": bad, "same": good.copy()})
-    by = {(r["a"], r["b"]): r for r in rows}
-    assert by[("good", "bad")]["verdict"].startswith("good > bad (p ")
-    assert by[("bad", "same")]["verdict"].startswith("same > bad")
-    assert by[("good", "same")]["verdict"] == "not distinguishable (p = 1.00)"
-    assert by[("good", "bad")]["p_holm"] == pytest.approx(3 / 2001)  # Holm over 3 pairs, smallest p x 3
+def test_one_seed_gives_no_test_and_no_detectable_difference():
+    r = paired_t_test([0.40], [0.30])
+    assert r["p"] is None and r["sd_diff"] is None and r["diff"] == pytest.approx(0.1)
+    rows = pairwise_table({"a": np.ones((1, 10)), "b": np.zeros((1, 10)), "c": np.zeros((1, 10))})
+    assert all(x["p_holm"] is None and x["mde_points"] is None and not x["significant"] for x in rows)
+    assert rows[0]["verdict"] == NO_TEST and "1 seed" in NO_TEST
 
 
-def test_bootstrap_is_seeded_and_uses_seed_variance():
-    rng = np.random.default_rng(3)
-    a, b = rng.random((3, 300)) < 0.5, rng.random((3, 300)) < 0.45
-    assert paired_bootstrap(a, b, seed=7) == paired_bootstrap(a, b, seed=7)
-    # a method that wins on one seed and loses on the others by the same amount: seed spread widens the interval
+def test_seed_spread_decides_not_the_image_count():
+    """A method that wins on one seed and loses on the others: many discordant images, no consistent effect."""
     x = np.zeros((3, 300), dtype=bool)
     y = np.zeros((3, 300), dtype=bool)
     x[0, :150], y[1:, :100] = True, True
-    wide = paired_bootstrap(x, y)
-    assert wide["ci_high"] - wide["ci_low"] > 0.2
+    r = pairwise_table({"x": x, "y": y})[0]
+    assert not r["significant"] and r["diff_ci_high"] - r["diff_ci_low"] > 20
+    # the same mean difference on every seed (up to 1 image) is significant even with 3 seeds
+    good, bad = np.zeros((3, 560), dtype=bool), np.zeros((3, 560), dtype=bool)
+    good[:, :250], bad[:, :200] = True, True
+    good[1, 250] = True
+    rows = {(r["a"], r["b"]): r for r in pairwise_table({"good": good, "bad": bad})}
+    assert rows[("good", "bad")]["verdict"].startswith("good > bad (p ") and rows[("good", "bad")]["p"] < 0.001
 
 
-def test_mcnemar_hand_computed():
-    a = np.array([[1] * 10 + [0] * 5])
-    b = np.array([[0] * 10 + [0] * 5])
-    r = stratified_mcnemar(a, b)  # b = 10, c = 0: z = 10 / sqrt(10)
-    assert r["z"] == pytest.approx(math.sqrt(10)) and r["p"] == pytest.approx(0.0015654, rel=1e-4)
+def test_detectable_difference_matches_noncentral_t_power():
+    from scipy import stats as sps
+
+    from ifer.report.stats import detectable_difference, two_sided_power
+
+    d = detectable_difference(3.0, 3, 0.05)
+    crit = sps.t.ppf(0.975, 2)
+    assert two_sided_power(d / (3.0 / math.sqrt(3)), crit, 2) == pytest.approx(0.8, abs=1e-6)
+    # larger than the normal-approximation formula (t_{0.975,2} + t_{0.8,2}) sd / sqrt(n) at 3 seeds, close at 30
+    assert d > (crit + sps.t.ppf(0.8, 2)) * 3.0 / math.sqrt(3)
+    approx30 = (sps.t.ppf(0.975, 29) + sps.t.ppf(0.8, 29)) * 3.0 / math.sqrt(30)
+    assert detectable_difference(3.0, 30, 0.05) == pytest.approx(approx30, rel=0.03)
+    assert detectable_difference(3.0, 1) is None and detectable_difference(0.0, 3) == 0.0
 
 
 def test_holm_step_down():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
     assert holm([]) == []
+    assert holm([0.01, None, 0.04]) == pytest.approx([0.02, None, 0.04])  # no test: not in the family
 
 
 def test_verdict_strings():
     assert verdict("ifer", "ke2nt", 1.2, 0.003) == "ifer > ke2nt (p = 0.003)"
     assert verdict("ifer", "ke2nt", -3.0, 0.0001) == "ke2nt > ifer (p < 0.001)"
     assert verdict("ifer", "ke2nt", 0.4, 0.41) == "not distinguishable (p = 0.41)"
+    assert verdict("ifer", "ke2nt", 0.4, None) == NO_TEST
 
 
 def test_mismatched_pairing_is_an_error():
     with pytest.raises(ValueError, match="same seeds and images"):
-        paired_bootstrap(np.ones((3, 10)), np.ones((2, 10)))
+        pairwise_table({"a": np.ones((3, 10)), "b": np.ones((2, 10))})
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -118,11 +131,19 @@ def test_per_class_significance_and_probe_tables(tmp_path):
     # runs without a protocol name (written before protocols existed) are the clean protocol
     assert ("| clean | ifer | synthfer | 2 | 60.0 ± 14.1 | 30.0 ± 14.1 | — | "
             "[plot](plots/confusion/clean/ifer_synthfer.png) |") in md
-    rng = np.random.default_rng(0)
-    rows = [{"dataset": "synthfer", **r} for r in pairwise_table({"a": rng.random((3, 100)) < 0.8,
-                                                                   "b": rng.random((3, 100)) < 0.3})]
+    a, b = np.zeros((3, 100), dtype=bool), np.zeros((3, 100), dtype=bool)
+    a[:, :80], b[:, :30] = True, True
+    a[0, 80], b[2, 30] = True, True  # per-seed differences 51, 50, 49 points: mean 50, sd 1
+    rows = [{"dataset": "synthfer", **r} for r in pairwise_table({"a": a, "b": b})]
     write_significance(significance_table(rows), tmp_path, "sig", "Pairs")
-    assert "| clean | synthfer | a | b | +" in (tmp_path / "sig.md").read_text() and "a > b (p < 0.001)" in (tmp_path / "sig.md").read_text()
+    sig = (tmp_path / "sig.md").read_text()
+    # t = 50 / (1 / sqrt(3)) = 86.6 at 2 dof: p = 1.3e-4; one pair, so Holm changes nothing
+    assert "| clean | synthfer | a | b | +50.00 [+47.52, +52.48] | 1.00 | 86.60 (2) | 0.000133 |" in sig
+    assert "a > b (p < 0.001)" in sig and "paired t test" in sig and "80% power" in sig
+    from ifer.report.stats import detectable_difference
+    assert f"| {detectable_difference(1.0, 3, 0.05):.1f} | 3 × 100 |" in sig
+    csv = (tmp_path / "sig.csv").read_text().splitlines()
+    assert csv[0].split(",")[:4] == ["protocol", "dataset", "a", "b"] and "mde_points" in csv[0] and "True" in csv[1]
     write_probe([{"method": "ifer", "dataset": "synthfer", "seed": s, "identity_probe_accuracy": v, "identity_chance": 0.05}
                  for s, v in enumerate([0.70, 0.74])], tmp_path, "probe", "Probe")
     assert "| clean | ifer | synthfer | 0.72 ± 0.028" in (tmp_path / "probe.md").read_text()
@@ -159,3 +180,23 @@ def test_stage_provenance_records_what_decides_the_numbers(tmp_path):
     assert rec["stage"] == "eval_fer" and rec["seeds"] == [0, 1] and len(rec["config_sha256"]) == 64
     assert rec["hardware"]["kernel_key"] == info["kernel_key"] and "bit-identical only" in rec["bit_identity"]
     assert list(collect_stage_records(tmp_path)) == [p.as_posix()]
+
+
+def test_readme_sentence_names_only_significant_pairs_with_their_detectable_difference(tmp_path):
+    from ifer.report.readme import significant_conclusions
+    from ifer.report.tables import significance_table, write_significance
+
+    good, bad, same = (np.zeros((3, 560), dtype=bool) for _ in range(3))
+    good[:, :250], bad[:, :200], same[:, :200] = True, True, True
+    good[1, 250], same[0, 200], same[2, 201] = True, True, True
+    rows = [{"dataset": "synthfer", **r} for r in pairwise_table({"good": good, "bad": bad, "same": same})]
+    rows += [{"dataset": "tiny1", **r} for r in pairwise_table({"x": good[:1], "y": bad[:1]})]  # one seed
+    write_significance(significance_table(rows), tmp_path, "fer_significance", "Pairs")
+    text = significant_conclusions(tmp_path / "fer_significance.csv")
+    by = {(r["a"], r["b"]): r for r in rows}
+    win = by[("good", "bad")]
+    assert win["significant"] and not by[("bad", "same")]["significant"]
+    assert text.startswith("Significant differences between FER methods: good > bad (p ")
+    assert f"detectable {win['mde_points']:.1f} points) on synthfer" in text and "same >" not in text
+    assert "1 pair(s) have a single seed: no test is possible" in text and "paired t test" in text
+    assert f"{by[('bad', 'same')]['mde_points']:.1f}" in text  # the undistinguished pair's detectable difference

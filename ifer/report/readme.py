@@ -1,8 +1,9 @@
 """Copy a run's comparison tables into the README between ``<!-- RESULTS-START -->`` and ``<!-- RESULTS-END -->``.
 
 The block is generated, never typed: it quotes ``results/<profile>/*_comparison.md``, the pairwise significance
-(naming only the significant differences), per-class accuracy, the identity probe and the provenance (git SHA,
-CPU / ISA flags or GPU, dataset digest, seeds) of the run that produced them. ``nox -s reproduce`` regenerates it
+(naming only the differences significant under the seed-level paired t test of ``ifer.report.stats``, with the
+difference each pair could detect at these seeds), per-class accuracy, the identity probe and the provenance
+(git SHA, CPU / ISA flags or GPU, dataset digest, seeds) of the run that produced them. ``nox -s reproduce`` regenerates it
 after ``dvc repro``, so the README always matches the results on disk::
 
     ifer readme --results results/tiny --readme README.md
@@ -33,17 +34,48 @@ def _device(prov: dict) -> str:
     return f"{hw.get('cpu', '?')} ({threads} thread{'' if threads == 1 else 's'}{', ' + ' '.join(flags) if flags else ''})"
 
 
+def _is_win(r) -> bool:
+    if "significant" in r._fields and str(r.significant) in ("True", "False"):
+        return str(r.significant) == "True"
+    v = str(r.verdict)  # tables written before the `significant` column
+    return not v.startswith(("not distinguishable", "no test"))
+
+
+def _span(lo: float, hi: float) -> str:
+    return f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}"
+
+
 def significant_conclusions(significance_csv: Path) -> str | None:
-    """One sentence naming only the pairs whose Holm-adjusted difference is significant."""
+    """One sentence naming only the pairs whose Holm-adjusted difference is significant under the calibrated test
+    (:data:`ifer.report.stats.TEST_METHOD`), with the difference each pair could detect at these seeds."""
     if not significance_csv.is_file():
         return None
     df = pd.read_csv(significance_csv)
-    wins = [f"{r.verdict} on {r.dataset}" for r in df.itertuples() if not str(r.verdict).startswith("not distinguishable")]
-    rest = len(df) - len(wins)
+    has_mde = "mde_points" in df.columns
+    rows = list(df.itertuples())
+    untestable = [r for r in rows if str(r.verdict).startswith("no test")]
+    wins = [f"{r.verdict.rstrip(')')}; detectable {r.mde_points:.1f} points) on {r.dataset}"
+            if has_mde and pd.notna(r.mde_points) and str(r.verdict).endswith(")") else f"{r.verdict} on {r.dataset}"
+            for r in rows if _is_win(r)]
+    rest = len(rows) - len(wins) - len(untestable)
     if not wins:
-        return f"Significant differences between FER methods: none ({rest} pair(s), none distinguishable)."
-    return (f"Significant differences between FER methods: {'; '.join(wins)}. "
-            f"The other {rest} pair(s) are not distinguishable on this data.")
+        text = f"Significant differences between FER methods: none ({rest} pair(s), none distinguishable)."
+    else:
+        text = (f"Significant differences between FER methods: {'; '.join(wins)}. "
+                f"The other {rest} pair(s) are not distinguishable on this data.")
+    if untestable:
+        text += f" {len(untestable)} pair(s) have a single seed: no test is possible."
+    if has_mde:
+        from ifer.report.stats import TEST_METHOD
+
+        mde = [float(r.mde_points) for r in rows if not _is_win(r) and pd.notna(r.mde_points)]
+        seeds = sorted({int(r.n_seeds) for r in rows if pd.notna(r.n_seeds)})
+        text += f" Test: {TEST_METHOD}" + (f", {'/'.join(map(str, seeds))} seeds" if seeds else "") + "."
+        if mde:
+            text += (f" At these seeds the undistinguished pairs would need a true difference of about "
+                     f"{_span(min(mde), max(mde))} points to be detected with 80% power (each pair's figure in the "
+                     "significance table).")
+    return text
 
 
 def results_block(results_dir: str | Path) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ifer.core.io import atomic_write_text
 from ifer.report.reference import load_reference, lookup
-from ifer.report.stats import INTERVAL_METHOD, TEST_METHOD, seed_interval
+from ifer.report.stats import DETECTABLE_METHOD, INTERVAL_METHOD, TEST_METHOD, seed_interval
 
 # Our method keys -> the names used in reference.yaml.
 REFERENCE_NAMES = {"asit": "ASIT", "ifer": "IFER", "ke2nt": "KE2NT-ResNet18", "disentangled": "DisentangledAdv"}
@@ -290,22 +290,34 @@ def write_per_class(table: pd.DataFrame, class_names: Sequence[str], out_dir: st
     return _write(table, "\n".join(lines) + "\n", out_dir, stem)
 
 
+SIGNIFICANCE_COLUMNS = ["protocol", "dataset", "a", "b", "diff_points", "diff_ci_low", "diff_ci_high", "sd_diff_points",
+                        "t", "df", "p", "p_holm", "mde_points", "significant", "n_seeds", "n_images", "verdict"]
+
+
 def significance_table(rows: Sequence[dict]) -> pd.DataFrame:
-    """Rows without a protocol (written before protocols existed) are the clean protocol."""
-    return pd.DataFrame([{"protocol": "clean", **r} for r in rows],
-                        columns=["protocol", "dataset", "a", "b", "diff_points", "diff_ci_low", "diff_ci_high",
-                                 "p_bootstrap", "p_holm", "p_mcnemar", "n_seeds", "n_images", "verdict"])
+    """Rows of :func:`ifer.report.stats.pairwise_table`; rows without a protocol (written before protocols
+    existed) are the clean protocol."""
+    return pd.DataFrame([{"protocol": "clean", **r} for r in rows], columns=SIGNIFICANCE_COLUMNS)
+
+
+def _pts(x, fmt: str = "+.2f") -> str:
+    return "—" if _num(x) is None else format(float(x), fmt)
 
 
 def write_significance(table: pd.DataFrame, out_dir: str | Path, stem: str, title: str) -> list[Path]:
-    lines = [f"### {title}", "", f"Test: {TEST_METHOD}; a verdict names a winner only when the Holm-adjusted "
-             "p < 0.05. McNemar (per seed, combined) is shown as a check.", "",
-             "| protocol | dataset | A | B | accuracy A − B (points) [95% bootstrap] | p (Holm) | p (McNemar) | "
-             "seeds × images | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"### {title}", "",
+             f"Test: {TEST_METHOD}; a verdict names a winner only when the Holm-adjusted p < 0.05. The unit is the "
+             "training seed, so the test is about the methods, not about these particular trained models; with one "
+             "seed no test is possible. Detectable: the "
+             f"{DETECTABLE_METHOD}. A pair that is not distinguishable may still differ by less than that.", "",
+             "| protocol | dataset | A | B | accuracy A − B (points) [95% t-interval over seeds] | sd of per-seed "
+             "differences (points) | t (df) | p (Holm) | detectable difference (points) | seeds × images | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.to_dict("records"):
-        lines.append(f"| {r['protocol']} | {r['dataset']} | {r['a']} | {r['b']} | {r['diff_points']:+.2f} [{r['diff_ci_low']:+.2f}, "
-                     f"{r['diff_ci_high']:+.2f}] | {r['p_holm']:.3g} | {r['p_mcnemar']:.3g} | {r['n_seeds']} × "
+        t = "—" if _num(r["t"]) is None else f"{float(r['t']):.2f} ({int(r['df'])})"
+        lines.append(f"| {r['protocol']} | {r['dataset']} | {r['a']} | {r['b']} | {r['diff_points']:+.2f} "
+                     f"[{_pts(r['diff_ci_low'])}, {_pts(r['diff_ci_high'])}] | {_pts(r['sd_diff_points'], '.2f')} | "
+                     f"{t} | {_pts(r['p_holm'], '.3g')} | {_pts(r['mde_points'], '.1f')} | {r['n_seeds']} × "
                      f"{r['n_images']} | {r['verdict']} |")
     return _write(table, "\n".join(lines) + "\n", out_dir, stem)
 
