@@ -53,7 +53,9 @@ def tests(session: nox.Session) -> None:
     # Two xdist workers with one thread each: the paper rehearsal (~12 min of mostly serial stage start-up, I/O and
     # DVC work; conftest.py schedules it first) runs on one while the rest of the suite runs on the other, instead
     # of one after the other. One thread per worker: two 2-thread workers on 2 cores oversubscribe them.
-    args = session.posargs or ["-q", "-m", "not gpu", "-n", "2"]
+    # --durations and the JUnit file are the per-test profile (tools/profile_run.py --pytest-junit reads it).
+    args = session.posargs or ["-q", "-m", "not gpu", "-n", "2", "--durations=25",
+                               "--junitxml=.test-reports/junit.xml"]
     session.run(str(PY), "-m", "pytest", "tests", *args, external=True, env={**_env(), "OMP_NUM_THREADS": "1"})
 
 

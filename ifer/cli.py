@@ -1,25 +1,12 @@
-"""``ifer <verb>``: one command per pipeline stage (dvc.yaml calls these), plus config and data helpers.
+"""``ifer <verb>``: the user commands, and one verb per pipeline stage (dvc.yaml calls those).
 
-    ifer config --profile tiny --out params.yaml      # resolve a profile into the DVC params file
-    ifer data --params params.yaml                     # generate SynthFER
-    ifer verify --params params.yaml --deep            # datasets the config reads: counts, labels, digests, decode
-    ifer train-asit --params params.yaml               # also under: torchrun --standalone --nproc_per_node=2 -m ifer.cli train-asit ...
-    ifer fingerprint-inputs --params params.yaml      # dataset/weight fingerprints that dvc.yaml's stages depend on
-    ifer finetune-asit --params params.yaml seed=0     # released protocol: ASIT fine-tuned on RAF-DB (rafdb_encode)
-    ifer fer-init --params params.yaml                 # what each FER run starts from, per protocol
-    ifer invert --params params.yaml seed=1            # the ASIT run of seed 1 (one per asit_seeds entry)
-    ifer eval-inversion --params params.yaml
-    ifer train-fer --params params.yaml [--protocol clean] [--method ifer] [--dataset synthfer] [--seed 0]
-    ifer eval-fer --params params.yaml
-    ifer report --params params.yaml
-    ifer readme --results results/tiny                 # copy the run's tables + provenance into README.md
-    ifer compare git:HEAD:results/tiny results/tiny     # do two runs agree within the statistical tolerance?
-    ifer eval-checkpoint ifer_rafdb.pth.tar --dataset rafdb --profile paper   # an official checkpoint
+    ifer --help                                        # the verbs, grouped; `ifer VERB --help` has examples
+    ifer config --profile tiny --out params.yaml       # resolve a profile into the DVC params file
+    ifer weights --profile paper                       # every weight file the profile reads: present or missing
     ifer predict photos/ --checkpoint best.pt          # expression of the face in each photo -> CSV
-    ifer invert --folder photos/ --checkpoint asit_best.pt   # FFHQ-aligned inversions + grid.png
-Any trailing ``key.sub=value`` overrides the params file (e.g. ``asit.train.steps=100``). With
-``launcher.nproc_per_node: N`` (N > 1) the training, invert and eval verbs rerun themselves under
-``torchrun --standalone --nproc_per_node=N``: that is how dvc.yaml's stages go multi-GPU.
+    ifer train-fer --params params.yaml --method ifer  # a pipeline stage (dvc.yaml runs these)
+
+``--help`` and ``--version`` import neither torch nor numpy: every verb imports what it needs when it runs.
 """
 from __future__ import annotations
 
@@ -34,7 +21,7 @@ import sys
 # ACTIVE yourself on a machine the run has to itself.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ifer.core.config import PROFILES, load_config, save_resolved  # noqa: E402
+from ifer.core.config import PROFILES, load_config, save_resolved  # noqa: E402  (yaml only: no torch)
 
 
 def _cfg(args):
@@ -69,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _main(argv)
+    except SystemExit:  # --help, --version, a usage error: argparse's exit, before the clause below imports torch
+        raise
     except TrainingInterrupted as e:
         args = list(sys.argv[1:] if argv is None else argv)
         if os.environ.get("RANK", "0") == "0":  # one line per run, not per torchrun worker
@@ -111,71 +100,202 @@ def _resume_command(args: list[str]) -> str:
     return " ".join(["ifer", *(shlex.quote(a) for a in args if a != "--no-resume")])
 
 
-def _main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ifer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="verb", required=True)
+# ---------------------------------------------------------------------------------------------- the parser
+# Verbs in the order `ifer --help` lists them, in two groups. Every verb gets a description (its summary) and an
+# epilog of example commands; every argument a help text (tests/test_cli_help.py checks both).
+USER_VERBS = ("config", "weights", "predict", "eval-checkpoint", "invert", "compare", "readme", "verify")
+PIPELINE_VERBS = ("data", "verify", "fingerprint-inputs", "train-asit", "invert", "eval-inversion", "finetune-asit",
+                  "fer-init", "train-fer", "eval-fer", "report")  # dvc.yaml's stages, in pipeline order
 
-    def add(name, help_):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--profile", choices=PROFILES, default=None)
-        p.add_argument("--params", action="append", default=[], help="YAML layer(s) over the profile, e.g. params.yaml")
-        p.add_argument("overrides", nargs="*", help="key.sub=value")
+_SUMMARY = {
+    "config": "print or save a resolved config (defaults <- profile <- --params files <- key=value overrides)",
+    "weights": "list every pretrained weight file the config reads: path, present or missing, source, what for",
+    "predict": "predict the expression of the face in every photo of FOLDER (CSV, one row per file)",
+    "eval-checkpoint": "evaluate an official ASIT or IFER CHECKPOINT on a dataset's test split",
+    "invert": "invert the inversion test set with the trained ASIT (or, with --folder, your own photos)",
+    "compare": "do two results folders (or git:REV:PATH) agree within the statistical tolerance, per metric? "
+               "exit 1 on any disagreement (rule: ifer/report/compare.py)",
+    "readme": "copy results/<profile> tables and provenance into the README results block",
+    "verify": "check datasets (counts, labels, fingerprints; --deep decodes every image) and print a report",
+    "data": "generate the SynthFER dataset configured in data.synthfer",
+    "fingerprint-inputs": "fingerprint the configured datasets and weight files into runs/<profile>/inputs/",
+    "train-asit": "train the ASIT inversion network",
+    "eval-inversion": "score inversions (and the mean-image baseline)",
+    "finetune-asit": "released protocol: fine-tune the trained ASIT on asit_finetune.dataset minus its holdout",
+    "fer-init": "record what each FER run starts from (the ASIT checkpoint for IFER) in runs/<profile>/fer_init/",
+    "train-fer": "train the FER methods (each protocol x method x dataset x seed)",
+    "eval-fer": "score every FER run on its test split; identity probe on SynthFER",
+    "report": "comparison tables, plots and provenance into results/<profile>/",
+}
+# the one-line form `ifer --help` lists where it differs from the summary
+_LISTED = {"invert": ("invert --folder", "FFHQ-aligned inversions of your own photos + grid.png"),
+           "compare": ("compare", "do two results folders agree within the statistical tolerance? (exit 1 if not)"),
+           "verify": ("verify", "are the datasets there and intact? (--deep decodes every image)")}
+
+_EXAMPLES = {
+    "config": ["ifer config --profile tiny --out params.yaml     # the DVC params file",
+               "ifer config --profile paper asit.train.steps=1000  # print, with an override"],
+    "weights": ["ifer weights --profile paper            # what to download, and where it goes",
+                "ifer weights --params params.yaml --check --strict   # hash them; exit 2 if one is missing"],
+    "predict": ["ifer predict photos/ --checkpoint runs/tiny/fer/clean/ifer/synthfer/seed0/best.pt",
+                "ifer predict photos/ --checkpoint model_best.pth.tar --profile paper   # the official IFER file"],
+    "eval-checkpoint": ["ifer eval-checkpoint ifer_rafdb.pth.tar --dataset rafdb --profile paper",
+                        "ifer eval-checkpoint best_model.pt --dataset celebahq --profile paper   # official ASIT"],
+    "invert": ["ifer invert --params params.yaml seed=1        # stage: the ASIT run of seed 1",
+               "ifer invert --folder photos/ --checkpoint asit_best.pt   # your photos -> photos_inversions/"],
+    "compare": ["ifer compare git:HEAD:results/tiny results/tiny",
+                "ifer compare results/tiny /tmp/rerun/results/tiny --tolerance accuracy=0.5"],
+    "readme": ["ifer readme --results results/tiny"],
+    "verify": ["ifer verify --params params.yaml --deep      # the datasets the config reads",
+               "ifer verify --root datasets rafdb sfew         # named datasets under a folder"],
+    "data": ["ifer data --params params.yaml"],
+    "fingerprint-inputs": ["ifer fingerprint-inputs --params params.yaml"],
+    "train-asit": ["ifer train-asit --params params.yaml seed=0",
+                   "torchrun --standalone --nproc_per_node=2 -m ifer.cli train-asit --params params.yaml"],
+    "eval-inversion": ["ifer eval-inversion --params params.yaml"],
+    "finetune-asit": ["ifer finetune-asit --params params.yaml seed=0"],
+    "fer-init": ["ifer fer-init --params params.yaml"],
+    "train-fer": ["ifer train-fer --params params.yaml --protocol clean --method ifer --dataset synthfer --seed 0",
+                  "ifer train-fer --profile tiny asit.train.steps=100 fer_methods.ifer.train.epochs=2"],
+    "eval-fer": ["ifer eval-fer --params params.yaml"],
+    "report": ["ifer report --params params.yaml"],
+}
+
+_EPILOG = """\
+Any trailing key.sub=value overrides the params file (e.g. asit.train.steps=100). With
+launcher.nproc_per_node: N (N > 1) the training, invert and eval verbs rerun themselves under
+torchrun --standalone --nproc_per_node=N: that is how dvc.yaml's stages go multi-GPU.
+The whole paper pipeline on miniature data: python -m ifer.rehearsal run (nox -s rehearse).
+`ifer VERB --help` shows a verb's arguments and examples. IFER_TRACEBACK=1 prints full tracebacks."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions and epilogs as written; an argument with ``usage_text`` shows it in the usage line
+    (predict's ``FOLDER [key=value ...]``, parsed as one list by :func:`_split_positional`)."""
+
+    def _format_args(self, action, default_metavar):
+        return getattr(action, "usage_text", None) or super()._format_args(action, default_metavar)
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked (no import cost for the rest)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import ifer
+
+        sys.stdout.write(f"ifer {ifer.__version__}\n")  # stdout, as argparse's own version action
+        parser.exit()
+
+
+def _verb_listing() -> str:
+    width = max(len(_LISTED.get(v, (v,))[0]) for v in (*USER_VERBS, *PIPELINE_VERBS)) + 2
+
+    def lines(verbs, listed):
+        return "\n".join(f"  {listed.get(v, (v, _SUMMARY[v]))[0]:<{width}}{listed.get(v, (v, _SUMMARY[v]))[1]}"
+                         for v in verbs)
+
+    return ("Reproduce the IFER / ASIT paper (arXiv 2211.13564) and use its models.\n\n"
+            f"user commands:\n{lines(USER_VERBS, _LISTED)}\n\n"
+            f"pipeline stages (dvc.yaml runs these; dvc repro runs them all):\n{lines(PIPELINE_VERBS, {})}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ifer`` argument parser: building it (and so ``--help``) imports no torch, numpy or pandas."""
+    ap = argparse.ArgumentParser(prog="ifer", description=_verb_listing(), epilog=_EPILOG, formatter_class=_Formatter)
+    ap.add_argument("--version", action=_Version, help="print the ifer version and exit")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB", title="verbs",
+                            help="one of the commands above; `ifer VERB --help` for its arguments and examples")
+
+    def parser(name):
+        examples = "\n".join(f"  {e}" for e in _EXAMPLES[name])
+        return sub.add_parser(name, description=_SUMMARY[name], epilog=f"examples:\n{examples}",
+                              formatter_class=_Formatter)
+
+    def add(name, shown="[key.sub=value ...]",
+            what="config overrides over the profile and params files, e.g. asit.train.steps=100", positional=None):
+        """A verb that reads a config: --profile, --params and ``key.sub=value`` overrides; ``positional`` names
+        the one plain word among them (FOLDER, CHECKPOINT), split off by :func:`_split_positional`."""
+        p = parser(name)
+        p.add_argument("--profile", choices=PROFILES, default=None,
+                       help="config profile: tiny (SynthFER, CPU, minutes) or paper (the published protocol); "
+                            "default: the params file's own profile, else tiny")
+        p.add_argument("--params", action="append", default=[], metavar="FILE",
+                       help="YAML layer(s) over the profile, e.g. params.yaml (repeatable; later ones win)")
+        a = p.add_argument("overrides", nargs="*", metavar=shown, help=what)
+        a.usage_text = shown  # the usage line shows `shown` as written (see _Formatter)
+        if positional:
+            p.set_defaults(positional=positional)
         return p
 
-    p = add("config", "print or save a resolved config")
-    p.add_argument("--out")
-    add("data", "generate the SynthFER dataset configured in data.synthfer")
-    p = add("verify", "check datasets (counts, labels, fingerprints; --deep decodes every image) and print a report")
-    p.add_argument("--root", default=None, help="datasets folder (default: paths.datasets of the config)")
-    p.add_argument("--out", default=None, help="also write the JSON report here")
-    p.add_argument("--deep", action="store_true", help="decode every image; name corrupt, truncated, zero-byte ones")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes for --deep (default: CPU count)")
-    p = add("train-asit", "train the ASIT inversion network")
-    _resume_flags(p)
-    p = add("finetune-asit", "released protocol: fine-tune the trained ASIT on asit_finetune.dataset minus its holdout")
-    _resume_flags(p)
-    add("fingerprint-inputs", "fingerprint the configured datasets and weight files into runs/<profile>/inputs/")
-    add("fer-init", "record what each FER run starts from (the ASIT checkpoint for IFER) in runs/<profile>/fer_init/")
-    p = add("invert", "invert the inversion test set with the trained ASIT (or, with --folder, your own photos)")
-    p.add_argument("--folder", default=None, help="invert the faces in this folder of photos instead (FFHQ-aligned)")
-    p.add_argument("--checkpoint", default=None, help="with --folder: ASIT file (official layout; default: this run's)")
-    p.add_argument("--out", default=None, help="with --folder: output folder (default <folder>_inversions)")
-    add("eval-inversion", "score inversions (and the mean-image baseline)")
-    p = add("train-fer", "train the FER methods (each protocol x method x dataset x seed)")
-    p.add_argument("--protocol", action="append", help="a `protocols` entry (default: all of them)")
-    p.add_argument("--method", action="append")
-    p.add_argument("--dataset", action="append")
-    p.add_argument("--seed", action="append", type=int)
-    _resume_flags(p)
-    add("eval-fer", "score every FER run on its test split; identity probe on SynthFER")
-    add("report", "comparison tables, plots and provenance into results/<profile>/")
-    p = add("eval-checkpoint", "evaluate an official ASIT or IFER checkpoint on a dataset's test split")
-    p.set_defaults(positional="checkpoint")  # CHECKPOINT: official ASIT (encoder.*/decoder.*) or IFER (timm) file
-    p.add_argument("--dataset", required=True, help="FER dataset (rafdb, sfew, affectnet7, ...) or inversion test set")
-    p.add_argument("--class-folders", default="1,2,3,4,5,6,7",
-                   help="the authors' class-folder names (ImageFolder sorts them into the head order); default "
-                        "assumes RAF-DB's numbering 1..7")
-    p.add_argument("--out", default=None, help="result JSON (default results/<profile>/released/...)")
-    p = add("predict", "predict the expression of the face in every photo of FOLDER (CSV, one row per file)")
-    p.set_defaults(positional="folder")  # FOLDER of JPEG/PNG photos, any size/mode, EXIF-rotated
+    p = add("config")
+    p.add_argument("--out", metavar="FILE", help="write the resolved config here (default: print it)")
+    p = add("weights")
+    p.add_argument("--check", action="store_true",
+                   help="hash every present file and compare it with the published sha256 (large files: slow)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 2 when any file is missing (or, with --check, does not match); default: exit 0")
+    p = add("predict", "FOLDER [key.sub=value ...]", "FOLDER: the photos (JPEG/PNG, any size or mode, EXIF-rotated; "
+            "one CSV row per file), then any key.sub=value config overrides", positional="folder")
     p.add_argument("--checkpoint", required=True, help="suite best.pt, or the official IFER file (see --class-folders)")
-    p.add_argument("--method", default="ifer", help="FER method of the checkpoint (fer_methods key)")
+    p.add_argument("--method", default="ifer", help="FER method of the checkpoint (fer_methods key; default ifer)")
     p.add_argument("--class-folders", default=None, help="official IFER file only: the authors' class folders "
                    "(default 1,2,3,4,5,6,7: RAF-DB numbering, an assumption)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: bf16 only with native CPU bf16 and >= 99.5%% measured fp32/bf16 agreement")
     p.add_argument("--agreement-dataset", default=None, help="test split for the agreement (default: first FER dataset)")
     p.add_argument("--out", default=None, help="CSV path (default <folder>_predictions.csv)")
-    p = sub.add_parser("readme", help="copy results/<profile> tables and provenance into the README results block")
-    p.add_argument("--results", default="results/tiny")
-    p.add_argument("--readme", default="README.md")
-    p = sub.add_parser("compare", help="do two results folders (or git:REV:PATH) agree within the statistical "
-                                       "tolerance, per metric? exit 1 on any disagreement (rule: ifer/report/compare.py)")
+    p = add("eval-checkpoint", "CHECKPOINT [key.sub=value ...]", "CHECKPOINT: an official ASIT (encoder.*/decoder.*) "
+            "or IFER (timm) checkpoint file, then any key.sub=value config overrides", positional="checkpoint")
+    p.add_argument("--dataset", required=True, help="FER dataset (rafdb, sfew, affectnet7, ...) or inversion test set")
+    p.add_argument("--class-folders", default="1,2,3,4,5,6,7",
+                   help="the authors' class-folder names (ImageFolder sorts them into the head order); default "
+                        "assumes RAF-DB's numbering 1..7")
+    p.add_argument("--out", default=None, help="result JSON (default results/<profile>/released/...)")
+    p = add("invert")
+    p.add_argument("--folder", default=None, help="invert the faces in this folder of photos instead (FFHQ-aligned)")
+    p.add_argument("--checkpoint", default=None, help="with --folder: ASIT file (official layout; default: this run's)")
+    p.add_argument("--out", default=None, help="with --folder: output folder (default <folder>_inversions)")
+    p = parser("compare")
     p.add_argument("a", metavar="RESULTS_A", help="a results folder or git:REV:PATH (e.g. git:HEAD:results/tiny)")
     p.add_argument("b", metavar="RESULTS_B", help="the same, for the other run")
     p.add_argument("--z", type=float, default=3.0,
                    help="test level in normal sigmas; applied as Student's t with the seed dof (default 3)")
-    p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE", help="absolute floor for a metric")
+    p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
+                   help="absolute floor for a metric's tolerance (repeatable)")
+    p = parser("readme")
+    p.add_argument("--results", default="results/tiny", help="the results folder to copy from (default results/tiny)")
+    p.add_argument("--readme", default="README.md", help="the README whose marked results block is rewritten "
+                                                          "(default README.md)")
+    p = add("verify", "[DATASET ...] [key.sub=value ...]", "datasets to check (default: those the config reads, "
+            "given --profile or --params), then any key.sub=value config overrides")
+    p.add_argument("--root", default=None, help="datasets folder (default: paths.datasets of the config)")
+    p.add_argument("--out", default=None, help="also write the JSON report here")
+    p.add_argument("--deep", action="store_true", help="decode every image; name corrupt, truncated, zero-byte ones")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes for --deep (default: CPU count)")
+    add("data")
+    add("fingerprint-inputs")
+    p = add("train-asit")
+    _resume_flags(p)
+    add("eval-inversion")
+    p = add("finetune-asit")
+    _resume_flags(p)
+    add("fer-init")
+    p = add("train-fer")
+    p.add_argument("--protocol", action="append", help="a `protocols` entry (repeatable; default: all of them)")
+    p.add_argument("--method", action="append", help="a `methods` entry (repeatable; default: all of them)")
+    p.add_argument("--dataset", action="append", help="a data.fer.datasets entry (repeatable; default: all of them)")
+    p.add_argument("--seed", action="append", type=int, help="a `seeds` entry (repeatable; default: all of them)")
+    _resume_flags(p)
+    add("eval-fer")
+    add("report")
+    return ap
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     if getattr(args, "positional", None):
         _split_positional(ap, args)
@@ -213,6 +333,8 @@ def _main(argv: list[str] | None = None) -> int:
         generate_configured_synthfer(cfg)
         return 0
 
+    if args.verb == "weights":
+        return _weights(cfg, args)
     if args.verb == "eval-checkpoint":
         return _eval_checkpoint(cfg, args)
     if args.verb == "predict":
@@ -304,6 +426,109 @@ def _split_positional(ap, args) -> None:
         ap.error(f"{args.verb}: expected one {args.positional.upper()} (and key=value overrides), got {plain}")
     setattr(args, args.positional, plain[0])
     args.overrides = [a for a in args.overrides if "=" in a]
+
+
+# config key -> the KNOWN_WEIGHTS asset it names (the identity-embedder keys name the asset of their embedder)
+_KEY_ASSET = {"asit.stylegan_weights": "stylegan2_ffhq_256_rosinality", "asit.lpips_backbone": "torchvision_alexnet",
+              "eval.inception_weights": "fid_inception_v3", "asit_finetune.init": "asit_ffhq_official"}
+_ROLE_READER = {"asit_weights": "train-asit, finetune-asit", "eval_weights": "eval-inversion"}
+
+
+def weight_files(cfg) -> list[dict]:
+    """Every weight file ``cfg`` reads, one dict per config key: ``key``, ``path``, ``asset`` (a KNOWN_WEIGHTS
+    name or None), ``read_by`` (the verbs) and ``present``.
+
+    The ASIT and evaluation files are :func:`ifer.stages._used_weights` (what fingerprint-inputs tracks); over
+    them come the FER methods' files (``kwargs.pretrained_path``, the text encoder's ``weights_path``) of every
+    ``methods`` entry and, under the released protocol, ``asit_finetune.init``."""
+    from pathlib import Path
+
+    from ifer.models.ke2nt import PAPER_TEXT_ENCODER
+    from ifer.stages import _used_weights, protocol_configs
+
+    found: dict[str, dict] = {}
+
+    def note(key, path, asset, reader):
+        row = found.setdefault(key, {"key": key, "path": None if path is None else str(path), "asset": asset,
+                                     "read_by": []})
+        if reader not in row["read_by"]:
+            row["read_by"].append(reader)
+
+    embedder = {"asit.id_weights": cfg.asit.id_embedder, "eval.id_weights": cfg.eval.id_embedder}
+    for role, used in _used_weights(cfg).items():
+        for key, path in used.items():
+            note(key, path, _KEY_ASSET.get(key, embedder.get(key)), _ROLE_READER.get(role, role))
+    for pcfg in protocol_configs(cfg):
+        for method in pcfg.methods:
+            kwargs = pcfg.fer_methods[method].get("kwargs") or {}
+            if kwargs.get("pretrained_path"):
+                note(f"fer_methods.{method}.kwargs.pretrained_path", kwargs["pretrained_path"],
+                     kwargs.get("known_weights"), f"train-fer ({method})")
+            text = kwargs.get("text_encoder_kwargs") or {}
+            if text.get("weights_path"):
+                note(f"fer_methods.{method}.kwargs.text_encoder_kwargs.weights_path", text["weights_path"],
+                     kwargs.get("text_encoder", PAPER_TEXT_ENCODER), f"train-fer ({method})")
+    if cfg.finetune_seeds and cfg.asit_finetune.get("init"):
+        note("asit_finetune.init", cfg.asit_finetune.init, _KEY_ASSET["asit_finetune.init"], "finetune-asit")
+    rows = list(found.values())
+    for row in rows:
+        row["present"] = bool(row["path"]) and Path(row["path"]).is_file()
+    return rows
+
+
+def _hash_status(row: dict, skip: set[str]) -> tuple[str, bool]:
+    """(what ``--check`` says about a present file, whether it matches)."""
+    from ifer.core.io import sha256_file
+    from ifer.core.weights import KNOWN_WEIGHTS
+
+    digest = sha256_file(row["path"])
+    w = KNOWN_WEIGHTS.get(row["asset"] or "")
+    expected = w and (w.sha256 or w.sha256_prefix)
+    if row["asset"] in skip:
+        return f"not checked (weights.skip_sha256); sha256 {digest}", True
+    if not expected:
+        return f"no published hash; sha256 {digest}", True
+    if digest.startswith(expected.lower()):
+        return f"ok (published {'sha256' if w.sha256 else f'prefix {expected}'})", True
+    return f"MISMATCH: sha256 {digest}, published {expected}", False
+
+
+def _weights(cfg, args) -> int:
+    """``ifer weights``: the weight-file table; exit 0 (informational), or 2 under --strict when one is missing."""
+    from ifer.core.weights import KNOWN_WEIGHTS
+
+    rows = weight_files(cfg)
+    skip = set(cfg.get_path("weights.skip_sha256", []) or [])
+    if not rows:
+        print(f"profile {cfg.profile}: this config reads no pretrained weight file (nothing to fetch)")
+        return 0
+    bad = 0
+    for row in rows:
+        if not row["present"]:
+            row["status"], row["sha256"] = ("MISSING" if row["path"] else "NOT SET"), "-"
+            bad += 1
+        else:
+            row["status"] = "present"
+            row["sha256"], ok = _hash_status(row, skip) if args.check else ("not checked (--check)", True)
+            bad += not ok
+    width = max(len(r["key"]) for r in rows)
+    n_missing = sum(not r["present"] for r in rows)
+    print(f"profile {cfg.profile}: {len(rows)} weight file{'s' * (len(rows) != 1)}, {len(rows) - n_missing} present, "
+          f"{n_missing} missing. Nothing is downloaded: fetch each from its source and put it at its path (or set "
+          "its config key to where it is).")
+    for r in rows:
+        w = KNOWN_WEIGHTS.get(r["asset"] or "")
+        print(f"\n{r['status']:<8} {r['key']:<{width}}  {r['path'] or '(null: set the key to the file)'}")
+        print(f"         name:    {r['asset'] or '(a user file, no known asset)'}"
+              + (f" (published file {w.filename})" if w else ""))
+        print(f"         sha256:  {r['sha256']}")
+        if w:
+            print(f"         source:  {w.source}")
+            print(f"         for:     {w.used_by}")
+            if w.notes:
+                print(f"         note:    {w.notes}")
+        print(f"         read by: ifer {', '.join(r['read_by'])}")
+    return 2 if args.strict and bad else 0
 
 
 def _predict(cfg, args) -> int:

@@ -455,7 +455,10 @@ def stage_invert(cfg: Config, info: DistInfo):
     local, _ = shard(test_set, info)
     bs = cfg.asit.invert.batch_size
     n = 0
-    for b in range(steps_for(len(local), bs, info)):
+    from ifer.core.progress import track
+
+    for b in track(range(steps_for(len(local), bs, info)), desc=f"invert seed {cfg.seed} ({len(test_set)} images)",
+                   unit="batch", enabled=info.is_main):
         items = [local[i] for i in range(b * bs, min((b + 1) * bs, len(local)))]
         batch = []
         if items:
@@ -585,11 +588,18 @@ def _train_fer_protocol(cfg: Config, info: DistInfo, methods, datasets, seeds, r
 
     _set_threads(cfg)
     results = []
+    # which of the dvc.yaml train_fer matrix's N runs this is (protocols x methods x datasets x seeds)
+    matrix = [(p, m, d, s) for p in cfg.get("protocols", [cfg.protocol]) for m in cfg.methods
+              for d in cfg.data.fer.datasets for s in cfg.seeds]
     for method in methods or cfg.methods:
         recipe = cfg.fer_methods[method].train
         for dataset in datasets or cfg.data.fer.datasets:
             splits = fer_datasets(cfg, dataset, recipe)
             for seed in seeds or cfg.seeds:
+                if info.is_main:
+                    k = (cfg.protocol, method, dataset, seed)
+                    log.info("train_fer [%s/%d] %s %s %s seed %s", matrix.index(k) + 1 if k in matrix else "?",
+                             len(matrix), *k)
                 torch.manual_seed(seed)
                 # IFER seed s starts from ASIT seed asit_seeds[s % n] (the ASIT run keyed by the base seed)
                 model = build_fer_model(with_seed(cfg, asit_seed_for(cfg, seed)), method, splits.num_classes)
@@ -757,12 +767,59 @@ def stage_report(cfg: Config):
     if series:
         training_curves(series, res / "plots" / "curves" / "fer_selection_accuracy.png",
                         f"FER selection accuracy per epoch (seed {cfg.seeds[0]})", xlabel="epoch")
+    # DVC: every headline number as scalar leaves (`dvc metrics show`), per-run and over-seed curves (`dvc plots show`)
+    summary = t.summary_metrics(t.headline_rows(fer["rows"] + released["ifer"], inv_rows + released["asit"], probe))
+    written.append(t.write_summary(summary, res / "summary.json"))
+    written += _write_curves(cfg, res / "curves")
     # the report machine is not the training machine: keep every stage's own record beside this one
     prov = collect(cfg.to_dict(), dataset_fingerprints(cfg), cfg.seeds,
                    extra={"outputs": sorted(str(p) for p in written),
                           "stages": collect_stage_records(res, run_root(cfg))})
     write_json(res / "provenance.json", prov)
     save_resolved(cfg, res / "config.yaml")
+    t.print_headline(summary, [("FER table", res / "fer_comparison.md"), ("inversion table", res / "inversion_comparison.md"),
+                               ("DVC metrics (`dvc metrics show`)", res / "summary.json"),
+                               ("DVC curves (`dvc plots show`)", res / "curves"), ("plots", res / "plots"),
+                               ("provenance", res / "provenance.json"), ("runs (checkpoints, log.jsonl)", run_root(cfg))])
+    return written
+
+
+def _write_curves(cfg: Config, out: Path) -> list[Path]:
+    """``curves/fer/<protocol>_<method>_<dataset>_seed<s>.csv`` per FER run (``fer_loss/``: its train loss alone, a
+    plot of its own scale), ``curves/fer_mean/...csv`` mean and
+    spread over seeds, ``curves/asit/seed<s>.csv`` per ASIT run and ``curves/asit_mean/asit.csv``, from the runs'
+    log.jsonl (runs/ is not committed; these are). The folder is rewritten: no stale run survives a config change."""
+    import shutil
+
+    from ifer.report import tables as t
+    from ifer.train.logging import read_log
+
+    shutil.rmtree(out, ignore_errors=True)
+    written = []
+    for pcfg in protocol_configs(cfg):
+        selection = pcfg.data.fer.model_selection
+        for method in pcfg.methods:
+            for dataset in pcfg.data.fer.datasets:
+                per_seed = {}
+                for seed in pcfg.seeds:
+                    rows = t.fer_curve(read_log(fer_run_dir(pcfg, method, dataset, seed) / "log.jsonl", "epoch"), selection)
+                    if rows:
+                        per_seed[seed] = rows
+                        name = f"{pcfg.protocol}_{method}_{dataset}_seed{seed}.csv"
+                        written.append(t.write_curve(rows, out / "fer" / name, t.FER_CURVE_COLUMNS))
+                        written.append(t.write_curve(rows, out / "fer_loss" / name, ["epoch", "step", "train_loss"]))
+                if per_seed:
+                    written.append(t.write_curve(t.mean_curve(per_seed, "epoch", ["selection_accuracy", "train_loss"]),
+                                                 out / "fer_mean" / f"{pcfg.protocol}_{method}_{dataset}.csv"))
+    per_seed = {}
+    for seed in asit_seeds(cfg):
+        rows = t.asit_curve(read_log(asit_dir(cfg, seed) / "log.jsonl"))
+        if rows:
+            per_seed[seed] = rows
+            written.append(t.write_curve(rows, out / "asit" / f"seed{seed}.csv"))
+    if per_seed:
+        written.append(t.write_curve(t.mean_curve(per_seed, "step", ["train_loss", "val_loss"]),
+                                     out / "asit_mean" / "asit.csv"))
     return written
 
 

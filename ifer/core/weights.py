@@ -47,7 +47,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             used_by="ASIT decoder (asit_base); loaded from the 'g_ema' entry",
             input_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
             notes="The official IFER README links a 1024-px checkpoint; it does NOT fit the 256-px generator.",
-            licence="NVIDIA Source Code License (StyleGAN2 weights)",
+            licence="code MIT (rosinality); FFHQ-trained weights: NVIDIA's FFHQ terms (CC BY-NC-SA 4.0), see source",
         ),
         KnownWeights(
             name="asit_ffhq_official",
@@ -55,6 +55,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             source="Talented-Q/IFER-master README (Baidu Pan, code 'asit')",
             used_by="asit_base encoder/decoder ('state_dict' with encoder.* / decoder.*, plus 'latent_avg')",
             input_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+            licence="not stated (repo MIT; its GC ViT code NVIDIA Source Code License-NC): see source",
         ),
         KnownWeights(
             name="ifer_rafdb_official",
@@ -62,6 +63,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             source="Talented-Q/IFER-master README (Baidu Pan, code 'ifer')",
             used_by="ifer_base (timm CheckpointSaver file, 'state_dict' with feature_model.* / conv.* / style_conv.* / head.*)",
             input_size=256,
+            licence="not stated (repo MIT; its GC ViT code NVIDIA Source Code License-NC): see source",
         ),
         KnownWeights(
             name="arcface_ir_se50",
@@ -69,6 +71,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             source="TreB1eN/InsightFace_Pytorch (pSp README link)",
             used_by="ID loss and ID-similarity metric (IR-SE50, 112x112 input)",
             input_size=112,
+            licence="code MIT (TreB1eN/InsightFace_Pytorch); weights' terms not stated: see source",
         ),
         KnownWeights(
             name="curricularface_ir101",
@@ -76,6 +79,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             source="HuangYG123/CurricularFace (pSp README link)",
             used_by="ID-similarity metric as in the official calc_id_loss_parallel.py",
             input_size=112,
+            licence="code MIT (HuangYG123/CurricularFace); weights' terms not stated: see source",
         ),
         KnownWeights(
             name="torchvision_alexnet",
@@ -84,12 +88,14 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             used_by="LPIPS(alex) backbone; the linear heads ship with the lpips package",
             sha256_prefix="7be5be79",
             notes="torchvision names its files by the first 8 hex digits of their sha256; only that prefix is known.",
+            licence="BSD-3-Clause (torchvision)",
         ),
         KnownWeights(
             name="fid_inception_v3",
             filename="weights-inception-2015-12-05-6726825d.pth",
             source="torch-fidelity release v0.2.0",
             used_by="FID (torchmetrics FrechetInceptionDistance feature_extractor_weights_path)",
+            licence="Apache-2.0 (torch-fidelity; ported from TensorFlow's Inception v3)",
         ),
         KnownWeights(
             name="torchvision_resnet18_imagenet",
@@ -105,6 +111,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             filename="ViT-B-16.pt",
             source="OpenAI CLIP ViT-B/16 (open_clip 'ViT-B-16', pretrained='openai')",
             used_by="KE2NT text encoder (paper setting)",
+            licence="MIT (openai/CLIP)",
         ),
     ]
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ifer.core.progress import track
 from ifer.eval.shard import DistInfo, gather_objects, shard_indices
 from ifer.metrics.inversion import InversionEvaluator, load_image, pair_by_name
 
@@ -23,7 +24,9 @@ def evaluate_inversion_sharded(pred_dir: str | Path, gt_dir: str | Path, metrics
     pairs = pair_by_name(pred_dir, gt_dir)
     mine = [pairs[i] for i in shard_indices(len(pairs), info)]
     ev = InversionEvaluator(metrics, **evaluator_kwargs)
-    for i in range(0, len(mine), batch_size):
+    starts = range(0, len(mine), batch_size)
+    for i in track(starts, desc=f"eval_inversion {pred_dir} ({', '.join(metrics)})", unit="batch",
+                   enabled=info.rank == 0):
         chunk = mine[i:i + batch_size]
         pred = torch.stack([load_image(p, size) for _, p, _ in chunk])
         gt = torch.stack([load_image(g, size) for _, _, g in chunk])

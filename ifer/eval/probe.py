@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ifer.core.progress import Progress
+
 
 def _split_per_identity(identities: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
     g = torch.Generator().manual_seed(seed)
@@ -48,8 +50,10 @@ def identity_probe(features: torch.Tensor, identities: Sequence[int], seed: int 
     torch.nn.init.zeros_(lin.weight)
     torch.nn.init.zeros_(lin.bias)
     opt = torch.optim.LBFGS(lin.parameters(), lr=0.5, max_iter=iters, line_search_fn="strong_wolfe")
+    bar = Progress(iters, f"identity probe ({len(ids)} identities)", unit="eval")
 
     def closure():
+        bar.update()
         opt.zero_grad()
         loss = F.cross_entropy(lin(x[fit]), y[fit]) + weight_decay * lin.weight.pow(2).sum()
         loss.backward()
@@ -57,6 +61,7 @@ def identity_probe(features: torch.Tensor, identities: Sequence[int], seed: int 
 
     with torch.enable_grad():
         opt.step(closure)
+    bar.close()
     with torch.no_grad():
         acc = (lin(x[held]).argmax(1) == y[held]).float().mean().item()
     return {"identity_probe_accuracy": acc, "identity_chance": 1.0 / len(ids), "n_identities": len(ids),

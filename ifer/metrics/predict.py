@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ifer.core.progress import track
+
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
@@ -22,7 +24,7 @@ def predict(model: torch.nn.Module, dataset: Dataset, batch_size: int, device: t
     was_training = model.training
     model.eval()
     logits, labels, feats = [], [], []
-    for x, y in loader:
+    for x, y in track(loader, desc=f"predict {len(dataset)} images", unit="batch"):
         x = x.to(device)
         logits.append(model(x).float().cpu())
         labels.append(torch.as_tensor(y))

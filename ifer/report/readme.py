@@ -101,10 +101,17 @@ def results_block(results_dir: str | Path) -> str:
     conclusions = significant_conclusions(res / "fer_significance.csv")
     if conclusions:
         lines += ["", conclusions]
-    for name in ("inversion_comparison.md", "fer_comparison.md", "fer_significance.md", "fer_per_class.md",
-                 "identity_probe.md"):
+    # one table per kind in the README; the per-class and probe tables stay in the results folder, linked
+    for name in ("inversion_comparison.md", "fer_comparison.md", "fer_significance.md"):
         if (res / name).is_file():
-            lines += ["", (res / name).read_text().strip()]
+            # links inside the tables are relative to the results folder; the README sits at the repository root
+            lines += ["", (res / name).read_text().strip().replace("](plots/", f"]({res.as_posix()}/plots/")]
+    more = [f"[{title}]({res.as_posix()}/{name})" for name, title in
+            (("fer_per_class.md", "per-class accuracy"), ("identity_probe.md", "identity probe"),
+             ("plots/inversion_grid.png", "inversion grid"), ("plots/curves", "training curves"))
+            if (res / name).exists()]
+    if more:
+        lines += ["", "More in the results folder: " + ", ".join(more) + "."]
     return "\n".join(lines) + "\n"
 
 

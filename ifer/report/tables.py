@@ -341,3 +341,170 @@ def write_probe(rows: Sequence[dict], out_dir: str | Path, stem: str, title: str
     lines += ["", "Lower = less identity information in the expression features (linear probe on held-out "
               "SynthFER identities, repeated for every training seed)."]
     return _write(per_seed, "\n".join(lines) + "\n", out_dir, stem)
+
+
+# ---------------------------------------------------------------------------------------------- DVC numbers
+# ``summary.json``: every headline number as a flat dict of scalar leaves (what `dvc metrics show|diff` and
+# `dvc exp show` read; DVC skips lists, so fer_metrics.json alone shows almost nothing). Keys are
+# ``<protocol>/<method>/<dataset>/<metric>``; the inversion metrics use ``inversion`` in the protocol slot.
+# Values are in the units of fer_metrics.json / inversion_metrics.json (accuracies as fractions, not percent).
+SUMMARY_FIELDS = ("mean", "std", "ci_low", "ci_high", "n")
+INVERSION_TASK = "inversion"
+
+
+def summary_metrics(rows: Iterable[dict]) -> dict[str, dict[str, float | int]]:
+    """(protocol, method, dataset, metric, seed, value) rows -> ``{"<protocol>/<method>/<dataset>/<metric>":
+    {"mean", "std", "ci_low", "ci_high", "n"}}`` (the Student-t interval of :func:`summarise`); std and the interval
+    are left out for a single seed (none exists), so every leaf is a number."""
+    rows = [{"protocol": row_protocol(r), **{k: v for k, v in r.items() if k != "protocol"}} for r in rows
+            if isinstance(r.get("value"), (int, float)) and not isinstance(r.get("value"), bool)
+            and math.isfinite(r["value"])]
+    out: dict[str, dict[str, float | int]] = {}
+    for r in summarise(rows).to_dict("records"):
+        stats = {"mean": r["mean"], "std": r["std"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                 "n": r["n_seeds"]}
+        out[f"{r['protocol']}/{r['method']}/{r['dataset']}/{r['metric']}"] = {
+            k: (int(v) if k == "n" else float(v)) for k, v in stats.items() if _num(v) is not None}
+    return out
+
+
+def headline_rows(fer_rows: Iterable[dict], inversion_rows: Iterable[dict], probe_rows: Iterable[dict] = ()) -> list[dict]:
+    """The rows behind ``summary.json``: FER rows as they are, inversion rows under the ``inversion`` protocol
+    slot, identity-probe rows as metric ``identity_probe_accuracy``."""
+    rows = [dict(r) for r in fer_rows]
+    rows += [{**r, "protocol": INVERSION_TASK} for r in inversion_rows]
+    rows += [{"protocol": row_protocol(r), "method": r["method"], "dataset": r["dataset"],
+              "metric": "identity_probe_accuracy", "seed": r["seed"], "value": r["identity_probe_accuracy"]}
+             for r in probe_rows]
+    return rows
+
+
+def write_summary(summary: dict, path: str | Path) -> Path:
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps(summary, indent=1, sort_keys=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- curves
+# Per-run and over-seed curves as CSV for `dvc plots show` (dvc.yaml's top-level ``plots``): written by the report
+# stage from runs/**/log.jsonl, which are never committed.
+FER_CURVE_COLUMNS = ["epoch", "step", "train_loss", "selection_accuracy", "selection_mean_class_accuracy"]
+
+
+def fer_curve(epoch_rows: Sequence[dict], selection: str) -> list[dict]:
+    """One row per epoch (1-based) of a FER run's ``epoch`` events; ``selection_*`` is the model-selection split
+    (``val`` under the clean protocol)."""
+    return [{"epoch": r["epoch"] + 1, "step": r.get("step"), "train_loss": r.get("train_loss"),
+             "selection_accuracy": r.get(f"{selection}_accuracy"),
+             "selection_mean_class_accuracy": r.get(f"{selection}_mean_class_accuracy")} for r in epoch_rows]
+
+
+def asit_curve(rows: Sequence[dict]) -> list[dict]:
+    """One row per logged step of an ASIT run: ``train_loss``/``l2`` from ``train`` events, ``val_loss`` from
+    ``val`` events (blank where the step has none)."""
+    by_step: dict[int, dict] = {}
+    for r in rows:
+        if r["kind"] == "train":
+            by_step.setdefault(r["step"], {"step": r["step"]}).update(train_loss=r.get("loss"), l2=r.get("l2"))
+        elif r["kind"] == "val":
+            by_step.setdefault(r["step"], {"step": r["step"]})["val_loss"] = r.get("loss")
+    return [{"step": s, "train_loss": None, "l2": None, "val_loss": None, **by_step[s]} for s in sorted(by_step)]
+
+
+def mean_curve(per_seed: dict, x: str, fields: Sequence[str]) -> list[dict]:
+    """Mean and spread over seeds at each ``x``: ``<f>_mean``, ``<f>_std`` (ddof=1; blank for one seed),
+    ``<f>_lo`` / ``<f>_hi`` = mean ∓ std (= mean for one seed), and ``n_seeds``."""
+    xs = sorted({r[x] for rows in per_seed.values() for r in rows})
+    out = []
+    for xv in xs:
+        row: dict = {x: xv}
+        n = 0
+        for f in fields:
+            vals = [r[f] for rows in per_seed.values() for r in rows
+                    if r[x] == xv and isinstance(r.get(f), (int, float)) and math.isfinite(r[f])]
+            n = max(n, len(vals))
+            if not vals:
+                row.update({f"{f}_mean": None, f"{f}_std": None, f"{f}_lo": None, f"{f}_hi": None})
+                continue
+            s = seed_interval(vals)
+            sd = s["std"]
+            row.update({f"{f}_mean": s["mean"], f"{f}_std": sd, f"{f}_lo": s["mean"] - (sd or 0.0),
+                        f"{f}_hi": s["mean"] + (sd or 0.0)})
+        row["n_seeds"] = n
+        out.append(row)
+    return out
+
+
+def write_curve(rows: Sequence[dict], path: str | Path, columns: Sequence[str] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(list(rows))
+    return atomic_write_text(path, (frame if columns is None else frame.reindex(columns=list(columns))).to_csv(index=False))
+
+
+# ---------------------------------------------------------------------------------------------- terminal
+def _cell(stats: dict | None, percent: bool) -> str:
+    if not stats:
+        return "—"
+    scale = 100.0 if percent else 1.0
+    mean = stats["mean"] * scale
+    return f"{mean:.4g}" if "std" not in stats else f"{mean:.4g} ± {stats['std'] * scale:.2g}"
+
+
+def headline_tables(summary: dict) -> list:
+    """rich Tables of ``summary.json``: FER (one row per protocol x method x dataset, one column per metric, mean ±
+    std over seeds, accuracies in %) and inversion (one row per method)."""
+    from rich.table import Table
+
+    groups: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for key, stats in summary.items():
+        protocol, method, dataset, metric = key.split("/", 3)
+        groups.setdefault((protocol, method, dataset), {})[metric] = stats
+    tables = []
+    for title, mine in (("FER (test split): mean ± std over seeds, % for accuracies",
+                         {k: v for k, v in groups.items() if k[0] != INVERSION_TASK}),
+                        ("Inversion (test split): mean ± std over ASIT seeds",
+                         {k: v for k, v in groups.items() if k[0] == INVERSION_TASK})):
+        if not mine:
+            continue
+        metrics = list(dict.fromkeys(m for per in mine.values() for m in per))
+        inv = title.startswith("Inversion")
+        table = Table(title=title, title_justify="left")
+        for col in (["method", "dataset"] if inv else ["protocol", "method", "dataset"]):
+            table.add_column(col)
+        table.add_column("n", justify="right")
+        for m in metrics:
+            table.add_column(m, justify="right", overflow="fold")
+        for (protocol, method, dataset), per in mine.items():
+            n = max(int(s.get("n", 1)) for s in per.values())
+            lead = [method, dataset] if inv else [protocol, method, dataset]
+            table.add_row(*lead, str(n), *[_cell(per.get(m), m in PERCENT_METRICS or m == "identity_probe_accuracy")
+                                           for m in metrics])
+        tables.append(table)
+    return tables
+
+
+def print_headline(summary: dict, files: Sequence[tuple[str, str | Path]], file=None) -> None:
+    """The end-of-run terminal table: the headline numbers, then where the files are (plain text off a terminal)."""
+    from rich.console import Console
+
+    console = Console(file=file, highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(file=file, highlight=False, width=160, color_system=None)
+    for table in headline_tables(summary):
+        console.print(table)
+    files_table = _files_table(files)
+    console.print(files_table)
+
+
+def _files_table(files: Sequence[tuple[str, str | Path]]):
+    from rich.table import Table
+
+    table = Table(title="Where the files are", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("path", overflow="fold")
+    for what, path in files:
+        table.add_row(what, str(path))
+    return table

@@ -257,7 +257,7 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
             sampler.set_epoch(epoch, start_index=skip * cfg.batch_size)
             loader = DataLoader(seeded_train, batch_size=cfg.batch_size, sampler=sampler, num_workers=num_workers,
                                 drop_last=True, pin_memory=device.type == "cuda")
-            bar = log.bar(len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
+            bar = log.bar(len(loader), f"epoch {epoch + 1}/{cfg.epochs}", epoch=epoch, epochs=cfg.epochs)
             for x, y in loader:
                 if stop.requested(info):
                     bar.close()

@@ -1,0 +1,102 @@
+"""Keep the main job fast: one training step of each tiny model, timed against a fixed GEMM in the same run.
+
+An absolute step time says more about the machine (and what else runs on it) than about the code, so each step
+is timed interleaved with a reference workload (a 1024 x 1024 fp32 matmul chain, fixed FLOPs) and the *ratio*
+``step median / reference median`` is compared with the ratio recorded for this CPU model and thread count in
+``results/benchmarks/train-step-ratios.json``. The test fails when a step is more than ``SLOWDOWN_GATE`` (1.3x)
+slower relative to the reference than recorded: undoing the StyleGAN2 activation modulation (ifer_tiny,
+~1.16x slower alone) plus a lost bf16 path (1.15-1.35x) fails it; noise between runs on a shared 2-core runner
+(measured within 10 % for these ratios) does not. The ``ifer_tiny`` step is the main job's hottest stage
+(train_fer of IFER: 3 runs x 416 steps).
+
+    pytest benchmark/test_train_step_speed.py --benchmark-only -s                 # check against the record
+    IFER_RECORD_RATIOS=1 pytest benchmark/test_train_step_speed.py --benchmark-only -s   # (re)record this CPU
+
+A CPU with no recorded ratio skips with the command that records one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import ifer
+from ifer.bench.timers import measure_interleaved
+from ifer.core.machine import cpu_name, native_bf16
+
+RECORD = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "train-step-ratios.json"
+SLOWDOWN_GATE = 1.3
+MODELS = ["ifer_tiny", "fer_resnet18_tiny", "disentangled_tiny", "asit_tiny"]
+BATCH = {"asit_tiny": 8}  # the tiny profile's batch sizes (ASIT 8, FER 32)
+
+
+def _reference(n: int = 1024, reps: int = 8):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def run():
+        out = a
+        for _ in range(reps):
+            out = torch.mm(b, out) * (1.0 / n)
+        return out
+    return run
+
+
+def _step(name: str, amp: bool):
+    torch.manual_seed(0)
+    bs = BATCH.get(name, 32)
+    x = torch.randn(bs, 3, 64, 64)
+    if name == "asit_tiny":
+        net = ifer.create_model(name, train_decoder=True).train()
+
+        def loss_fn():
+            return ((net(x) - x) ** 2).mean()  # encoder + decoder, the L2 term of an ASIT generator step
+    else:
+        net = ifer.create_model(name, num_classes=7).train()
+        y = torch.randint(0, 7, (bs,))
+
+        def loss_fn():
+            out = net.training_loss(x, y)
+            return out[0] if isinstance(out, tuple) else out
+    opt = torch.optim.AdamW(net.parameters(), 1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return float(loss)
+    return step
+
+
+def _key(amp: bool) -> str:
+    return f"{cpu_name()} | threads {torch.get_num_threads()} | {'bf16' if amp else 'fp32'}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_training_step_not_slower_than_recorded(benchmark, name):
+    amp = name != "asit_tiny" and native_bf16()  # the tiny recipe: bf16 FER training where native, ASIT fp32
+    step, ref = _step(name, amp), _reference()
+    res = benchmark.pedantic(lambda: measure_interleaved({"step": step, "ref": ref}, warmup=3, iters=9),
+                             rounds=1, iterations=1)
+    ratio = res["step"]["median_s"] / res["ref"]["median_s"]
+    benchmark.extra_info.update({"ratio": ratio, "step_median_s": res["step"]["median_s"],
+                                 "ref_median_s": res["ref"]["median_s"], "key": _key(amp)})
+    print(f"\n{name}: step {res['step']['median_s'] * 1e3:.0f} ms, reference {res['ref']['median_s'] * 1e3:.0f} ms, "
+          f"ratio {ratio:.3f} ({_key(amp)})")
+    records = json.loads(RECORD.read_text()) if RECORD.is_file() else {}
+    key = _key(amp)
+    if os.environ.get("IFER_RECORD_RATIOS"):
+        records.setdefault(key, {})[name] = round(ratio, 4)
+        RECORD.parent.mkdir(parents=True, exist_ok=True)
+        RECORD.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+        return
+    recorded = records.get(key, {}).get(name)
+    if recorded is None:
+        pytest.skip(f"no recorded ratio for {key!r}: record one with IFER_RECORD_RATIOS=1 pytest {__file__}")
+    assert ratio <= SLOWDOWN_GATE * recorded, (
+        f"{name} training step is {ratio / recorded:.2f}x slower relative to the reference GEMM than recorded "
+        f"({ratio:.3f} vs {recorded:.3f}, gate {SLOWDOWN_GATE}x) on {key}")
