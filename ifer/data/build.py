@@ -19,7 +19,7 @@ from torchvision import transforms as T
 
 from ifer.core.config import ConfigError
 from ifer.data import open_dataset
-from ifer.data.common import RecordDataset, load_rgb
+from ifer.data.common import BAD_IMAGES, SHOW_SKIPPED, RecordDataset, load_rgb
 from ifer.data.labels import FER_DATASETS, class_names
 from ifer.data.synthfer import SynthFERConfig, generate_synthfer
 from ifer.data.transforms import eval_transform, ke2nt_train_transform, train_transform
@@ -163,6 +163,33 @@ def load_png(path: Path) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- FER
+def skip_record(splits: dict[str, RecordDataset | None]) -> dict[str, Any]:
+    """What ``skip`` dropped from one dataset, over the splits given (``None``: not opened).
+
+    ``skipped`` / ``skipped_files``: label-file kinds as every split's adapter counts them (each reads the whole
+    label file), bad images as the union of the files each split's decode pass dropped. ``splits``:
+    ``{split: {n_scored, n, skipped}}``, each split's own samples served of those it had.
+    """
+    opened = {name: ds for name, ds in splits.items() if ds is not None}
+    if not opened:
+        return {}
+    first = opened.get("test") or next(iter(opened.values()))
+    skipped = {k: v for k, v in first.protocol.get("skipped", {}).items() if k != BAD_IMAGES}
+    files = {k: list(v) for k, v in first.protocol.get("skipped_files", {}).items() if k != BAD_IMAGES}
+    bad: dict[Path, str] = {}
+    for ds in opened.values():
+        bad.update(getattr(ds, "bad_images", {}))
+    if bad:
+        skipped[BAD_IMAGES] = len(bad)
+        files[BAD_IMAGES] = [f"{p} ({why})" for p, why in list(bad.items())[:SHOW_SKIPPED]]
+    per_split = {}
+    for name, ds in opened.items():
+        own = len(getattr(ds, "bad_images", {}))
+        per_split[name] = {"n_scored": ds.protocol.get("n_scored", len(ds)), "n": ds.protocol.get("n", len(ds)),
+                           "skipped": {BAD_IMAGES: own} if own else {}}
+    return {"skipped": skipped, "skipped_files": files, "splits": per_split}
+
+
 @dataclass
 class FERSplits:
     train: Dataset | None
@@ -206,14 +233,17 @@ def fer_datasets(cfg, name: str, recipe, eval_only: bool = False) -> FERSplits:
         kwargs = {**kwargs, "model_selection": cfg.data.fer.model_selection, "val_fraction": cfg.data.fer.val_fraction,
                   "seed": cfg.seed}
     train = None if eval_only else open_dataset(adapter, root, "train", transform=fer_train_transform(recipe), **kwargs)
-    val = open_dataset(adapter, root, "val", transform=ev, **kwargs)
     test = open_dataset(adapter, root, "test", transform=ev, **kwargs)
+    selection_on_test = cfg.data.fer.model_selection == "test"
+    # Selecting on test: val *is* the test split (same records, same transform), so it is not opened, decoded
+    # and, under skip, warned about a second time.
+    val = test if selection_on_test else open_dataset(adapter, root, "val", transform=ev, **kwargs)
     num_classes = int(test.protocol.get("num_classes", 7))
-    # The test split's protocol: its skipped / skipped_files / n_scored / n are what the report prints.
-    protocol = dict(test.protocol)
+    # The test split's protocol: its n_scored / n are what the report prints; skipped / skipped_files and
+    # ``splits`` cover every split read (a bad training image is recorded too, not only logged).
+    protocol = dict(test.protocol, **skip_record({"train": train, "val": val, "test": test}))
     protocol["on_bad_image"], protocol["on_bad_label"] = cfg.data.on_bad_image, cfg.data.on_bad_label
-    if adapter == "synthfer" and cfg.data.fer.model_selection == "test":
-        val = test
+    if adapter == "synthfer" and selection_on_test:
         protocol["model_selection"] = "test"
         protocol["selection_policy"] = "selection on the test split (explicitly requested)"
     identities = list(test.identities) if hasattr(test, "identities") else None

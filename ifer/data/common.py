@@ -99,11 +99,30 @@ BAD_IMAGES = "bad images"  # the protocol["skipped"] kind: zero-byte, truncated,
 
 def load_rgb(path: str | os.PathLike, dataset: str = "data", verify: bool = False) -> Image.Image:
     """The image reader of ``ifer.data``: :func:`ifer.core.io.read_rgb` (its docstring gives the accept /
-    reject policy), with a bad file raised as a one-line :class:`BadImageError` naming the dataset and file."""
+    reject policy) with the EXIF orientation applied, as ``ifer predict`` does (``ifer.data.faces.read_photo``),
+    and a bad file raised as a one-line :class:`BadImageError` naming the dataset and file.
+
+    The publishers' files (RAF-DB and AffectNet crops, SFEW frames, FERPlus, FFHQ, CelebA-HQ, SynthFER) carry
+    no orientation tag, so for them this is the plain decoding; a copy re-encoded or re-saved by a tool that
+    rotates the pixels and records the turn in EXIF (a phone, an image editor) is served upright as well,
+    instead of with the face on its side (docs/data.md, "EXIF orientation").
+    """
     try:
-        return read_rgb(path, verify=verify)
+        return read_rgb(path, verify=verify, exif=True)
     except UnreadableImageError as exc:
         raise BadImageError(f"[{dataset}] bad image {path}: {exc}") from exc
+
+
+ORIENTATION_TAG = 0x0112  # EXIF Orientation; 1 (or absent) = stored upright
+
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation of an image file (1 when absent or unreadable); reads the header, not the pixels."""
+    try:
+        with Image.open(path) as im:
+            return int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
+    except Exception:  # noqa: BLE001 -- a damaged header is reported by the decode itself
+        return 1
 
 
 def read_lines(path: Path, dataset: str) -> list[str]:
@@ -114,18 +133,28 @@ def read_lines(path: Path, dataset: str) -> list[str]:
         raise LabelFileError(f"[{dataset}] {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
-def _check_one(path: str) -> str | None:
-    """``None`` for a usable image, else the reason. ``verify()`` catches corrupt headers and PNG CRCs; the
+def _check_one(path: str) -> tuple[str | None, int]:
+    """``(None, orientation)`` for a usable image, else ``(reason, 1)``. The check decodes exactly as
+    :func:`load_rgb` serves (EXIF orientation included); ``verify()`` catches corrupt headers and PNG CRCs, the
     full decode catches truncated pixel data, which ``verify()`` alone misses for JPEGs."""
     try:
-        read_rgb(path, verify=True)
+        read_rgb(path, verify=True, exif=True)
     except UnreadableImageError as exc:
-        return str(exc)
-    return None
+        return str(exc), 1
+    return None, exif_orientation(path)
 
 
-def find_bad_images(paths: Sequence[Path], workers: int | None = None, progress: bool | str = False) -> dict[Path, str]:
-    """Decode every file in ``paths`` (in ``workers`` processes) -> {path: reason} for the bad ones.
+@dataclass
+class ImageScan:
+    """What one decode pass over image files found: ``bad`` {path: reason}; ``oriented`` {path: EXIF
+    orientation} for the usable files stored sideways or mirrored (served upright by :func:`load_rgb`)."""
+
+    bad: dict[Path, str]
+    oriented: dict[Path, int]
+
+
+def scan_images(paths: Sequence[Path], workers: int | None = None, progress: bool | str = False) -> ImageScan:
+    """Decode every file in ``paths`` (in ``workers`` processes) as :func:`load_rgb` would.
 
     ``workers=None`` uses every CPU; 0 or 1 decodes in this process. ``progress`` (True or a label) draws
     a tqdm bar on stderr.
@@ -136,11 +165,17 @@ def find_bad_images(paths: Sequence[Path], workers: int | None = None, progress:
     workers = (os.cpu_count() or 1) if workers is None else workers
     bar = dict(total=len(paths), disable=not progress, unit="img", desc=progress if isinstance(progress, str) else "decode")
     if workers <= 1 or len(paths) < 64:
-        reasons = [_check_one(str(p)) for p in tqdm(paths, **bar)]
+        results = [_check_one(str(p)) for p in tqdm(paths, **bar)]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            reasons = list(tqdm(pool.map(_check_one, [str(p) for p in paths], chunksize=32), **bar))
-    return {p: r for p, r in zip(paths, reasons) if r is not None}
+            results = list(tqdm(pool.map(_check_one, [str(p) for p in paths], chunksize=32), **bar))
+    return ImageScan(bad={p: r for p, (r, _) in zip(paths, results) if r is not None},
+                     oriented={p: o for p, (r, o) in zip(paths, results) if r is None and o != 1})
+
+
+def find_bad_images(paths: Sequence[Path], workers: int | None = None, progress: bool | str = False) -> dict[Path, str]:
+    """Decode every file in ``paths`` -> {path: reason} for the bad ones (:func:`scan_images`)."""
+    return scan_images(paths, workers, progress).bad
 
 
 SHOW_SKIPPED = 20  # skipped entries listed per kind in protocol["skipped_files"]
@@ -233,10 +268,11 @@ class RecordDataset(Dataset):
 
     Images are checked when first read (:func:`load_rgb`); ``validate()`` scans everything up front. With
     ``on_bad_image="skip"`` the scan runs at construction (in ``workers`` processes) so bad files are
-    dropped and counted before any index is handed out. A file that goes bad *after* that scan still raises
-    the one-line :class:`BadImageError`, also under ``"skip"`` and inside DataLoader workers: substituting
-    another sample would silently change the epoch or the scored test set, and a count kept in a worker
-    process would never reach the protocol.
+    dropped and counted before any index is handed out; ``bad_images`` keeps them ({path: reason}). A file
+    that goes bad *after* that scan still raises the one-line :class:`BadImageError`, also under ``"skip"``
+    (saying the file changed after the check) and inside DataLoader workers: substituting another sample
+    would silently change the epoch or the scored test set, and a count kept in a worker process would
+    never reach the protocol.
     """
 
     def __init__(
@@ -259,6 +295,7 @@ class RecordDataset(Dataset):
         self.on_bad_image = on_bad_image
         self.skips = skips or SkipLog(name)
         self.protocol: dict[str, Any] = dict(protocol or {})
+        self.bad_images: dict[Path, str] = {}
         if on_bad_image == "skip":
             self.validate(workers=workers)
         self._sync_protocol()
@@ -290,7 +327,13 @@ class RecordDataset(Dataset):
 
     def __getitem__(self, index: int):
         rec = self.records[index]
-        img = self.load_image(index)
+        try:
+            img = self.load_image(index)
+        except BadImageError as exc:
+            if self.on_bad_image != "skip":
+                raise
+            raise BadImageError(f"{exc}; it decoded when the dataset was opened (data.on_bad_image=skip), so it "
+                                f"changed after that check: fix or remove it and restart the run") from exc
         x = self.transform(img) if self.transform is not None else img
         if self.return_meta:
             return x, rec.label, dict(rec.meta, path=str(rec.path))
@@ -299,6 +342,7 @@ class RecordDataset(Dataset):
     def validate(self, check_content: bool = False, workers: int | None = 0, progress: bool = False) -> RecordDataset:
         """Decode every image; optionally find byte-identical duplicates. Applies ``on_bad_image``."""
         bad = find_bad_images([r.path for r in self.records], workers=workers, progress=progress and self.name)
+        self.bad_images.update(bad)
         part = self.skips.part
         self.skips.part, part_of, self.skips.part_of = self.protocol.get("split"), self.skips.part_of, None
         try:

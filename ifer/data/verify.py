@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ifer.core.io import atomic_write_json, sha256_file
-from ifer.data.common import DataError, find_bad_images, format_entries
+from ifer.data.common import DataError, format_entries, scan_images
 from ifer.data.labels import FER_DATASETS
 from ifer.data.synthfer import combined_digest
 
@@ -107,15 +107,29 @@ def _with_diff(entry: dict[str, Any], diff: dict[str, list[str]]) -> None:
 
 
 def _deep(entry: dict[str, Any], root: Path, paths: list[Path], workers: int | None, progress: bool, name: str) -> None:
-    """Decode every image; bad ones are named (relative to the dataset root) with the reason and a count."""
-    bad = find_bad_images(paths, workers=workers, progress=f"{name}: decode" if progress else False)
+    """Decode every image as the adapters serve it; bad ones are named (relative to the dataset root) with the
+    reason and a count, and files stored rotated or mirrored under an EXIF orientation tag (served upright,
+    see docs/data.md) are named in a note, not a failure: the published aligned crops carry none, so such a
+    file was re-encoded or rotated by a tool, and the user can check it."""
+    def rel(p: Path) -> str:
+        return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+
+    scan = scan_images(paths, workers=workers, progress=f"{name}: decode" if progress else False)
+    bad = scan.bad
     entry["decoded"] = len(paths)
     entry["n_bad_images"] = len(bad)
     if bad:
-        named = {(p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)): why for p, why in bad.items()}
+        named = {rel(p): why for p, why in bad.items()}
         entry["bad_images"] = dict(list(sorted(named.items()))[:SHOW])
         entry["problems"].append(f"bad images: {format_entries([f'{f} ({why})' for f, why in sorted(named.items())])}")
         entry["status"] = "corrupt"
+    entry["n_exif_oriented"] = len(scan.oriented)
+    if scan.oriented:
+        oriented = dict(sorted((rel(p), o) for p, o in scan.oriented.items()))
+        entry["exif_oriented"] = dict(list(oriented.items())[:SHOW])
+        entry["notes"].append(f"{len(oriented)} images carry an EXIF orientation, applied when read (served upright; "
+                              f"the published aligned crops carry none, so these were re-encoded or rotated): "
+                              f"{format_entries([f'{f} (orientation {o})' for f, o in oriented.items()])}")
 
 
 def verify_synthfer(ds_root: Path, deep: bool = False, workers: int | None = None, progress: bool = False) -> dict[str, Any]:

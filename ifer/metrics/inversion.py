@@ -217,7 +217,7 @@ def pair_by_name(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Pa
 
 def load_image(path: str | Path, size: int = 256) -> torch.Tensor:
     """RGB file -> (3, size, size) float tensor in [-1, 1] (PIL bilinear resize when needed)."""
-    im = read_rgb(path)
+    im = read_rgb(path, exif=True)  # upright, as every dataset adapter serves images (docs/data.md)
     if im.size != (size, size):
         im = im.resize((size, size), Image.BILINEAR)
     data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
