@@ -15,11 +15,12 @@ import logging
 import os
 import sys
 
-# Idle OpenMP threads sleep instead of spinning (read when torch loads libgomp, so before any ifer import): with
-# the default spin-wait, a 2-thread step ran 3.5x slower than a 1-thread one while another process held one of the
-# 2 cores, and 1.4x with PASSIVE (fer_resnet18_tiny, 2-core Xeon, 2026-12-02; results/benchmarks/). Set it to
-# ACTIVE yourself on a machine the run has to itself.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP wait policy, read when torch loads libgomp (so before any ifer import). Measured on a 2-core Xeon
+# (ifer_tiny bf16 training step, batch 32, 2 threads, 2026-12-02; docs/performance.md): idle machine: default 203 ms,
+# ACTIVE 206, PASSIVE 391; another process busy on one core: default 3567 ms (the 17x collapse: libgomp's spin
+# then sleep), PASSIVE 1005, ACTIVE 682-698. ACTIVE is the best 2-thread choice in both cases; set the variable
+# yourself to override it (or OMP_NUM_THREADS=1 on a machine that others share: 290 ms idle).
+os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
 
 from ifer.core.config import PROFILES, load_config, save_resolved  # noqa: E402  (yaml only: no torch)
 
