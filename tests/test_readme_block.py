@@ -34,7 +34,9 @@ def test_block_replaced_between_markers_only(tmp_path):
     assert text.startswith("# Title\n\n") and text.endswith(f"{END}\n\n## After\n")
     assert "old numbers" not in text and "| ifer | 0.33 |" in text and "| asit | 0.1 |" in text
     assert "`0123456789ab`" in text and "TestCPU (2 threads, avx2)" in text and "synthfer: `feedbeefcafe`" in text
-    assert "| ifer | 0.25 ± 0.01 |" in text and "| ifer | ke2nt | ifer > ke2nt |" in text
+    assert "| ifer | ke2nt | ifer > ke2nt |" in text
+    # one table per kind: the identity probe is linked, not copied (the README stays short)
+    assert "| ifer | 0.25 ± 0.01 |" not in text and f"[identity probe]({res.as_posix()}/identity_probe.md)" in text
     # only the significant difference is stated as a conclusion
     assert ("Significant differences between FER methods: ifer > ke2nt (p = 0.003) on synthfer. "
             "The other 1 pair(s) are not distinguishable") in text
