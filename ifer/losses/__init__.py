@@ -4,6 +4,8 @@
 """
 # Lazy (PEP 562): the names resolve on first use, so importing one submodule (or the CLI's --help) does not load
 # torchmetrics / lpips / every model (torchmetrics alone adds ~2.5 s to each process start on a 2-core CPU).
+from ifer.core.lazy import lazy_attributes
+
 _LAZY = {
     "discriminator_loss": "ifer.losses.adversarial", "generator_adversarial_term": "ifer.losses.adversarial",
     "generator_loss": "ifer.losses.adversarial", "distribution_loss": "ifer.losses.distribution",
@@ -13,13 +15,7 @@ _LAZY = {
     "l2_loss": "ifer.losses.reconstruction",
 }
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["l2_loss", "LPIPSLoss", "build_perceptual_loss", "IDLoss", "discriminator_loss", "generator_loss",

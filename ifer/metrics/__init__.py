@@ -4,6 +4,8 @@
 """
 # Lazy (PEP 562): the names resolve on first use, so importing one submodule (or the CLI's --help) does not load
 # torchmetrics / lpips / every model (torchmetrics alone adds ~2.5 s to each process start on a 2-core CPU).
+from ifer.core.lazy import lazy_attributes
+
 _LAZY = {
     "IdentityEmbedder": "ifer.metrics.embedders", "get_embedder": "ifer.metrics.embedders",
     "list_embedders": "ifer.metrics.embedders", "fer_metrics": "ifer.metrics.fer",
@@ -11,13 +13,7 @@ _LAZY = {
     "evaluate_tensors": "ifer.metrics.inversion",
 }
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["evaluate_inversion", "evaluate_tensors", "InversionEvaluator", "fer_metrics", "get_embedder",
