@@ -333,10 +333,8 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
 
     if not info.is_main:
         return None
-    if best_epoch == cfg.epochs - 1 and start_epoch < cfg.epochs:
-        # best.pt holds the weights in memory right now (the final epoch was trained in this process): no reload
-        pass
-    else:
+    # when best.pt is the final epoch trained in this process, it holds the weights in memory right now: no reload
+    if not (best_epoch == cfg.epochs - 1 and start_epoch < cfg.epochs):
         load_state_dict_strict(core, load_training_state(best_path)["model"], best_path)
     if model_selection == "test" and best_scores is not None:
         test = best_scores  # the selected weights were scored on this very test set when selected (deterministic)
