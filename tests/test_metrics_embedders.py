@@ -72,5 +72,6 @@ def test_offline_sface_same_vs_different():
     f = emb.embed(torch.cat([_to_tensor(face), _to_tensor(blurred), _to_tensor(blocks)]))
     torch.testing.assert_close(f.norm(dim=1), torch.ones(3))
     same, different = float(f[0] @ f[1]), float(f[0] @ f[2])
-    assert same > 0.95, same
-    assert different < 0.5, different
+    # A ranking, not fitted thresholds: the former 0.95 / 0.5 were measured on the BGR input (issue 18); the
+    # values themselves are checked against cv2.FaceRecognizerSF in tests/test_metric_references.py.
+    assert same > different, (same, different)

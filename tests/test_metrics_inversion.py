@@ -98,7 +98,7 @@ def test_missing_assets_are_reported_not_invented():
         "CurricularFace_Backbone.pth" in s["id_sim_curricularface_ir101"]
     none = evaluate_tensors(pred, gt, metrics=["id_sim"], id_embedder="none")["summary"]["id_sim_none"]
     assert none.startswith("unavailable:")
-    fid = s["fid_torchmetrics_inception2048"]
+    fid = s["fid_inception2048_tf1bilinear_uint8"]
     assert fid.startswith("unavailable:") and ("torch-fidelity" in fid or "weights-inception" in fid)
 
 

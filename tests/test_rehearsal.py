@@ -203,7 +203,7 @@ def test_fid_inception_file_loads_in_torchmetrics(tmp_path):
     assert path.name == "weights-inception-2015-12-05-6726825d.pth"
     out = evaluate_tensors(torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1, metrics=["fid"],
                            inception_weights=path)
-    fid = out["summary"]["fid_torchmetrics_inception2048"]
+    fid = out["summary"]["fid_inception2048_tf1bilinear_uint8"]
     assert isinstance(fid, float), fid
 
 
@@ -217,7 +217,7 @@ def _report_fixture(results: Path, protocols=("clean", "released"), lpips=0.3):
     lines += [f"{m},{d},accuracy,0.5,{'0.6' if 'released' in protocols else ''},{'0.1' if 'released' in protocols else ''}"
               for m in ("ifer", "ke2nt") for d in ("rafdb", "sfew")]
     (results / "fer_comparison.csv").write_text("\n".join(lines) + "\n")
-    inv = {"lpips_alex": lpips, "id_sim_curricularface_ir101": 0.1, "fid_torchmetrics_inception2048": 300.0}
+    inv = {"lpips_alex": lpips, "id_sim_curricularface_ir101": 0.1, "fid_inception2048_tf1bilinear_uint8": 300.0}
     (results / "inversion_metrics.json").write_text(json.dumps({"methods": {"asit": inv}}))
 
 

