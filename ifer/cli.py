@@ -535,7 +535,7 @@ def _weights(cfg, args) -> int:
 def _predict(cfg, args) -> int:
     from pathlib import Path
 
-    from ifer.data.build import fer_eval_transform
+    from ifer.data.build import eval_transform_from, fer_eval_transform
     from ifer.eval.predict import load_classifier, precision_for, predict_folder, write_csv
 
     folders = args.class_folders.split(",") if args.class_folders else None
@@ -545,7 +545,11 @@ def _predict(cfg, args) -> int:
     if hasattr(model, "order"):
         print(f"class order of the official head: {', '.join(model.order)} (from class folders "
               f"{args.class_folders or '1,2,3,4,5,6,7'}; an assumption unless you know the authors' folders)")
-    rows = predict_folder(model, args.folder, names, fer_eval_transform(cfg.fer_methods[args.method].train), precision)
+        print("  " + "\n  ".join(f"{k}: {v}" for k, v in model.choices.items()))
+    # the official file is normalised from its own args (model.preprocessing), the suite's from the recipe
+    transform = eval_transform_from(model.preprocessing) if hasattr(model, "preprocessing") else \
+        fer_eval_transform(cfg.fer_methods[args.method].train)
+    rows = predict_folder(model, args.folder, names, transform, precision)
     out = write_csv(rows, args.out or f"{Path(args.folder).resolve()}_predictions.csv")
     found = sum(r["face_found"] for r in rows)
     print(f"{len(rows)} files, {found} with a face, {sum(r['status'].startswith('unreadable') for r in rows)} "

@@ -493,14 +493,12 @@ def stage_eval_inversion(cfg: Config, info: DistInfo):
     deterministic and recorded once, under the first ASIT seed. ID similarity uses ``eval.id_embedder`` with ``eval.id_weights``, FID ``eval.inception_weights``.
     """
     from ifer.data.build import inversion_datasets, mean_image, save_png
-    from ifer.eval.inversion import evaluate_inversion_sharded
+    from ifer.eval.inversion import evaluate_inversion_sharded, inversion_evaluator_kwargs
     from ifer.train.distributed import barrier
 
     _set_threads(cfg)
     metrics = list(cfg.eval.inversion_metrics)
-    kwargs = {"lpips_backbone": cfg.asit.lpips_backbone, "id_embedder": cfg.eval.id_embedder,
-              "id_weights": cfg.eval.get("id_weights"), "inception_weights": cfg.eval.get("inception_weights"),
-              "device": info.device}
+    kwargs = inversion_evaluator_kwargs(cfg, info.device)  # the same wiring as `ifer eval-checkpoint`
     seeds = asit_seeds(cfg)
     per_seed = {s: evaluate_inversion_sharded(inversion_dir(cfg, s) / "recon", inversion_dir(cfg, s) / "source",
                                               metrics, info, **kwargs) for s in seeds}

@@ -39,7 +39,7 @@ def _cfg(synthfer, tmp_path):
 @pytest.fixture(scope="module")
 def canonical_ifer():
     torch.manual_seed(0)
-    return create_model("ifer_tiny", num_classes=7).eval()
+    return create_model("ifer_tiny", num_classes=7, mode="as_released").eval()  # how official files are built
 
 
 def _save_official_ifer(model, order, path):
@@ -48,7 +48,9 @@ def _save_official_ifer(model, order, path):
     rows = [EXPRESSIONS_7.index(name) for name in order]
     sd["head.weight"], sd["head.bias"] = sd["head.weight"][rows], sd["head.bias"][rows]
     torch.save({"epoch": 11, "arch": "ifer_model", "state_dict": sd, "version": 2, "metric": 88.1,
-                "args": argparse.Namespace(model="ifer_model", num_classes=7, lr=1e-4, data_dir="/authors/rafdb")},
+                "args": argparse.Namespace(model="ifer_model", num_classes=7, lr=1e-4, data_dir="/authors/rafdb",
+                                           input_size=[3, 64, 64], mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0,
+                                           interpolation="bicubic")},
                path)
     return path
 
@@ -155,3 +157,78 @@ def test_wrong_architecture_and_truncated_files_give_one_line(synthfer, tmp_path
         net = create_model("asit_tiny")
         net.save_checkpoint(tmp_path / "no_avg.pt")
         evaluate_released(_cfg(synthfer, tmp_path), tmp_path / "no_avg.pt", "synthfer")
+
+
+def _amplify(model):
+    # layer scale 1e-5 hides the attention paths (and so the quirks); gamma = 1 makes a quirk visible
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("gamma1", "gamma2")):
+                p.fill_(1.0)
+    return model
+
+
+def test_official_ifer_is_scored_by_the_as_released_network_with_its_own_normalisation(synthfer, tmp_path):
+    """An official-layout file from the as_released model, args with non-default mean/std: eval-checkpoint's
+    logits equal the as_released forward on images normalised by the file's args, and differ from as_described."""
+    from torch.utils.data import DataLoader
+
+    from ifer.data import open_dataset
+    from ifer.data.build import dataset_root
+
+    cfg = _cfg(synthfer, tmp_path)
+    torch.manual_seed(0)
+    released = _amplify(create_model("ifer_tiny", num_classes=7, mode="as_released")).eval()
+    sd = released.state_dict()
+    path = tmp_path / "official.pth.tar"
+    mean, std = (0.4, 0.45, 0.5), (0.2, 0.25, 0.3)
+    torch.save({"epoch": 3, "state_dict": sd, "args": argparse.Namespace(model="ifer_model", mean=mean, std=std,
+                                                                      crop_pct=0.9, interpolation="bilinear",
+                                                                      input_size=[3, 64, 64])}, path)
+    result, out = evaluate_released(cfg, path, "synthfer", tuple(EXPRESSIONS_7), return_outputs=True)
+    from timm.data import create_transform
+
+    tf = create_transform(input_size=(3, 64, 64), is_training=False, crop_pct=0.9, interpolation="bilinear",
+                          mean=mean, std=std)
+    test = open_dataset("synthfer", dataset_root(cfg, "synthfer"), "test", transform=tf)
+    described = create_model("ifer_tiny", num_classes=7, mode="as_described").eval()
+    described.load_state_dict(sd)
+    perm = canonical_permutation(head_order(EXPRESSIONS_7))
+    with torch.no_grad():
+        batches = [x for x, _ in DataLoader(test, batch_size=cfg.eval.batch_size, shuffle=False)]
+        ref = torch.cat([released(x) for x in batches])[:, perm]
+        other = torch.cat([described(x) for x in batches])[:, perm]
+    got = out["_logits"]
+    assert ((got - ref).norm() / ref.norm()) < 1e-5
+    assert ((other - ref).norm() / ref.norm()) > 1e-4
+    c = result["choices"]
+    assert c["mode"] == "as_released" and c["preprocessing"]["mean"] == list(mean) and c["assumptions"] == []
+
+
+def test_official_asit_without_recorded_quirks_is_built_as_released(synthfer, tmp_path):
+    cfg = _cfg(synthfer, tmp_path)
+    torch.manual_seed(0)
+    net = _amplify(create_model("asit_tiny", mode="as_released"))
+    net.init_latent_avg(256, seed=0)
+    path = tmp_path / "asit_official.pt"
+    torch.save({"state_dict": net.state_dict(), "opts": {"output_size": 64}, "latent_avg": net.latent_avg}, path)
+    result, out = evaluate_released(cfg, path, "synthfer", return_outputs=True)
+    assert result["choices"]["mode"] == "as_released" and "authors' code" in result["choices"]["quirks_source"]
+    from torch.utils.data import DataLoader
+
+    from ifer.data import open_dataset
+    from ifer.data.build import dataset_root
+    from ifer.data.transforms import eval_transform
+
+    test = open_dataset("synthfer", dataset_root(cfg, "synthfer"), "test", transform=eval_transform(64))
+    described = create_model("asit_tiny", mode="as_described")
+    described.load_state_dict(net.state_dict())
+    described.set_latent_avg(net.latent_avg)
+    net.eval(), described.eval()
+    kw = {"use_struct": cfg.asit.use_struct, "randomize_noise": cfg.asit.invert.randomize_noise}
+    with torch.no_grad():
+        xs = [x for x, _ in DataLoader(test, batch_size=cfg.asit.invert.batch_size, shuffle=False)]
+        ref = torch.cat([net(x, **kw) for x in xs])
+        other = torch.cat([described(x, **kw) for x in xs])
+    assert ((out["_outputs"] - ref).norm() / ref.norm()) < 1e-5
+    assert ((other - ref).norm() / ref.norm()) > 1e-6

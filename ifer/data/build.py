@@ -214,11 +214,32 @@ def fer_train_transform(recipe) -> T.Compose:
     )
 
 
-def fer_eval_transform(recipe) -> T.Compose:
+def fer_preprocessing(recipe) -> dict:
+    """The evaluation preprocessing of a FER recipe as plain data (what a checkpoint's ``meta`` records and what
+    ``eval_transform_from`` builds): ``input_size`` [C, H, W], ``crop_pct``, ``interpolation``, ``mean``, ``std``.
+
+        python -c "from ifer.core.config import load_config; from ifer.data.build import fer_preprocessing; \
+    print(fer_preprocessing(load_config('tiny').fer_methods.ifer.train))"
+    """
+    size = recipe.img_size
+    hw = [int(size), int(size)] if isinstance(size, (int, float)) else [int(v) for v in list(size)[-2:]]
+    return {"input_size": [3, *hw], "crop_pct": float(recipe.crop_pct),
+            "interpolation": str(recipe.get("interpolation") or "bicubic"),
+            "mean": [float(v) for v in recipe.mean], "std": [float(v) for v in recipe.std]}
+
+
+def eval_transform_from(prep: dict) -> T.Compose:
+    """timm's evaluation pipeline (Resize(size / crop_pct), CenterCrop(size), ToTensor, Normalize) for a
+    ``fer_preprocessing`` record, e.g. one read back from a checkpoint."""
     from timm.data import create_transform
 
-    return create_transform(input_size=recipe.img_size, is_training=False, crop_pct=recipe.crop_pct,
-                            interpolation="bicubic", mean=tuple(recipe.mean), std=tuple(recipe.std))
+    return create_transform(input_size=tuple(prep["input_size"]), is_training=False, crop_pct=prep["crop_pct"],
+                            interpolation=prep["interpolation"], mean=tuple(prep["mean"]), std=tuple(prep["std"]))
+
+
+def fer_eval_transform(recipe) -> T.Compose:
+    # one definition of the eval pipeline: what training scores with is what a checkpoint's meta records
+    return eval_transform_from(fer_preprocessing(recipe))
 
 
 def fer_datasets(cfg, name: str, recipe, eval_only: bool = False) -> FERSplits:

@@ -14,6 +14,23 @@ from ifer.eval.shard import DistInfo, gather_objects, shard_indices
 from ifer.metrics.inversion import InversionEvaluator, load_image, pair_by_name
 
 
+def inversion_evaluator_kwargs(cfg, device: str | torch.device = "cpu") -> dict:
+    """The one wiring of the inversion metric's weight files, shared by ``ifer eval-inversion`` and ``ifer
+    eval-checkpoint``: ID similarity from ``eval.id_embedder`` + ``eval.id_weights`` (not the training loss's
+    ``asit.id_weights``), FID from ``eval.inception_weights``.
+
+        python -c "from ifer.core.config import load_config; from ifer.eval.inversion import inversion_evaluator_kwargs as k; print(k(load_config('paper')))"
+    """
+    return {"lpips_backbone": cfg.asit.lpips_backbone, "id_embedder": cfg.eval.id_embedder,
+            "id_weights": cfg.eval.get("id_weights"), "inception_weights": cfg.eval.get("inception_weights"),
+            "device": device}
+
+
+def inversion_evaluator(cfg, device: str | torch.device = "cpu") -> InversionEvaluator:
+    """``InversionEvaluator`` over ``eval.inversion_metrics`` wired by ``inversion_evaluator_kwargs``."""
+    return InversionEvaluator(list(cfg.eval.inversion_metrics), **inversion_evaluator_kwargs(cfg, device))
+
+
 def evaluate_inversion_sharded(pred_dir: str | Path, gt_dir: str | Path, metrics: Sequence[str], info: DistInfo, *,
                                size: int = 256, batch_size: int = 8, **evaluator_kwargs) -> dict:
     """``ifer.metrics.inversion.evaluate_inversion`` split across ranks; every rank returns the full result.

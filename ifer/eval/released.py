@@ -105,19 +105,72 @@ def _namespace_summary(args) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in sorted(items.items())}
 
 
+# timm 0.5.4 resolve_data_config's fallbacks for a model without a default_cfg (the official ifer_model has none):
+# what the authors' train_ifer.py used for every normalisation argument left at None / ''.
+TIMM_DEFAULTS = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 0.875,
+                 "interpolation": "bicubic"}
+
+
+def released_preprocessing(cfg, args) -> tuple[dict, list[str]]:
+    """Evaluation preprocessing of an official IFER file from its own ``args`` Namespace (timm CheckpointSaver):
+    ``input_size`` / ``img_size``, ``mean``, ``std``, ``crop_pct``, ``interpolation``. Returns the record
+    (``ifer.data.build.fer_preprocessing`` layout) and one line per value the file did not state."""
+    a = vars(args) if hasattr(args, "__dict__") else dict(args or {})
+    assumed = []
+    size = a.get("input_size") or a.get("img_size")
+    if size is None:
+        # timm would resolve 3x224x224, on which the 256-px encoder crashes (view error): the model's own size
+        size = cfg.fer_methods.ifer.train.img_size
+        assumed.append(f"input size: args has neither input_size nor img_size; used the model's {size} px "
+                       "(fer_methods.ifer.train.img_size)")
+    hw = [int(size), int(size)] if isinstance(size, (int, float)) else [int(v) for v in list(size)[-2:]]
+    prep = {"input_size": [3, *hw]}
+    for key in ("crop_pct", "interpolation", "mean", "std"):
+        value = a.get(key)
+        if value is None or value == "":
+            value = TIMM_DEFAULTS[key]
+            assumed.append(f"{key}: args.{key} is unset; used timm's default {value}")
+        prep[key] = float(value) if key == "crop_pct" else str(value) if key == "interpolation" else \
+            [float(v) for v in value]
+    return prep, assumed
+
+
 def load_released_ifer(cfg, path: Path, ckpt: dict, class_folders: Sequence[str]) -> RemappedHead:
+    """The official IFER file in the network that wrote it: ``as_released`` quirks (the authors' GC ViT v1
+    code), head remapped from ``class_folders``. ``model.choices`` records every choice made."""
+    from ifer.core.quirks import resolved_quirks
     from ifer.models.registry import create_model
 
     order = head_order(class_folders)
-    model = create_model(cfg.fer_methods.ifer.model, num_classes=len(order))
+    name = cfg.fer_methods.ifer.model
+    model = create_model(name, num_classes=len(order), mode="as_released")
     load_state_dict_strict(model, extract_state_dict(ckpt), source=path)
-    return RemappedHead(model, order).eval()
+    head = RemappedHead(model, order).eval()
+    prep, assumed = released_preprocessing(cfg, ckpt.get("args"))
+    head.preprocessing = prep
+    head.choices = {"model": name, "mode": "as_released", "quirks": resolved_quirks("as_released")["flags"],
+                    "preprocessing": prep, "assumptions": assumed}
+    return head
 
 
 def load_released_asit(cfg, path: Path, ckpt: dict):
+    """An ASIT file in the official layout, built with the quirks it records (``opts['quirks']``, written by
+    this suite) or, for the authors' file that records none, ``as_released``. ``net.choices`` says which."""
+    from ifer.core.quirks import Quirks, resolved_quirks
     from ifer.models.registry import create_model
 
-    net = create_model(cfg.asit.model, mode=cfg.asit.mode, start_from_latent_avg=True)
+    opts = ckpt.get("opts") if isinstance(ckpt.get("opts"), dict) else {}
+    recorded = opts.get("quirks")
+    if isinstance(recorded, dict) and isinstance(recorded.get("flags"), dict):
+        try:
+            quirks = Quirks(**recorded["flags"])
+        except TypeError as e:
+            raise CheckpointError(f"{path}: opts['quirks'] names unknown flags ({e})") from None
+        source = "recorded in the file (opts['quirks'])"
+    else:
+        quirks = Quirks()  # the defaults are the released code's behaviours
+        source = "the file records none: the authors' code, as_released"
+    net = create_model(cfg.asit.model, quirks=quirks, start_from_latent_avg=True)
     load_state_dict_strict(net, extract_state_dict(ckpt), source=path)
     if not torch.is_tensor(ckpt.get("latent_avg")):
         raise CheckpointError(f"{path}: no 'latent_avg' tensor at the top level (the official ASIT file has one)")
@@ -125,12 +178,21 @@ def load_released_asit(cfg, path: Path, ckpt: dict):
         net.set_latent_avg(ckpt["latent_avg"])
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    q = resolved_quirks(quirks)
+    size = int(opts.get("output_size") or cfg.asit.img_size)
+    net.choices = {"model": cfg.asit.model, "mode": q["mode"], "quirks_source": source, "quirks": q["flags"],
+                   "preprocessing": {"input_size": [3, size, size], "resize": "bilinear (short side), centre crop",
+                                     "mean": [0.5] * 3, "std": [0.5] * 3,
+                                     "size_source": "opts['output_size']" if opts.get("output_size")
+                                     else "asit.img_size (the file has no opts['output_size'])"}}
     return net.eval()
 
 
 def evaluate_released(cfg, path: str | Path, dataset: str, class_folders: Sequence[str] = DEFAULT_CLASS_FOLDERS,
-                      device: str | torch.device = "cpu") -> dict:
-    """Score an official checkpoint on ``dataset``'s test split; return the JSON-able result (with ``rows``)."""
+                      device: str | torch.device = "cpu", return_outputs: bool = False):
+    """Score an official checkpoint on ``dataset``'s test split; return the JSON-able result (with ``rows`` and
+    ``choices``: model, mode, quirks, preprocessing, assumptions); with ``return_outputs`` also the network's
+    outputs ``{'_logits'}`` (canonical class order) or ``{'_outputs'}`` (reconstructions), in dataset order."""
     path = Path(path)
     ckpt = read_checkpoint(path)
     kind = checkpoint_kind(ckpt, path)
@@ -138,24 +200,34 @@ def evaluate_released(cfg, path: str | Path, dataset: str, class_folders: Sequen
     base = {"kind": kind, "checkpoint": str(path), "sha256": sha256_file(path), "dataset": dataset, "split": "test",
             "profile": cfg.profile, "saved_args": _namespace_summary(ckpt.get("args") or ckpt.get("opts"))}
     if kind == "ifer":
-        return {**base, **_evaluate_fer(cfg, path, ckpt, dataset, class_folders, device)}
-    return {**base, **_evaluate_inversion(cfg, path, ckpt, dataset, device)}
+        result = {**base, **_evaluate_fer(cfg, path, ckpt, dataset, class_folders, device)}
+    else:
+        result = {**base, **_evaluate_inversion(cfg, path, ckpt, dataset, device)}
+    # the network outputs (logits / reconstructions) are for tests that compare them with a reference forward
+    tensors = {k: result.pop(k) for k in [k for k in result if k.startswith("_")]}
+    return (result, tensors) if return_outputs else result
 
 
 def _evaluate_fer(cfg, path, ckpt, dataset, class_folders, device) -> dict:
+    from ifer.core.config import Config
     from ifer.data.build import fer_datasets
     from ifer.eval.classify import predict
     from ifer.metrics.fer import fer_metrics
 
     model = load_released_ifer(cfg, path, ckpt, class_folders).to(device)
-    splits = fer_datasets(cfg, dataset, cfg.fer_methods.ifer.train, eval_only=True)
+    prep = model.preprocessing
+    # the file's own normalisation, not the suite recipe's: fer_datasets builds its eval transform from these keys
+    recipe = Config({**cfg.fer_methods.ifer.train.to_dict(), "img_size": prep["input_size"][1:],
+                     "crop_pct": prep["crop_pct"], "interpolation": prep["interpolation"], "mean": prep["mean"],
+                     "std": prep["std"]})
+    splits = fer_datasets(cfg, dataset, recipe, eval_only=True)
     if splits.num_classes != len(model.order):
         raise CheckpointError(f"{path}: its head has {len(model.order)} classes but {dataset} has {splits.num_classes}")
     pred = predict(model, splits.test, cfg.eval.batch_size, device)
     m = fer_metrics(pred["logits"], pred["labels"], splits.num_classes)
     method = "ifer (released weights)"
     return {
-        "method": method, "test": m, "protocol": splits.protocol,
+        "method": method, "test": m, "protocol": splits.protocol, "choices": model.choices, "_logits": pred["logits"],
         "class_order": {"class_folders": list(class_folders), "head_order": list(model.order),
                         "canonical_order": list(splits.class_names),
                         "assumption": None if tuple(class_folders) != DEFAULT_CLASS_FOLDERS else
@@ -173,23 +245,27 @@ def _evaluate_inversion(cfg, path, ckpt, dataset, device) -> dict:
     from ifer.data import open_dataset
     from ifer.data.build import dataset_root
     from ifer.data.transforms import eval_transform
-    from ifer.metrics.inversion import InversionEvaluator
+    from ifer.eval.inversion import inversion_evaluator
 
     net = load_released_asit(cfg, path, ckpt).to(device)
-    test = open_dataset(dataset, dataset_root(cfg, dataset), "test", transform=eval_transform(cfg.asit.img_size))
-    evaluator = InversionEvaluator(cfg.eval.inversion_metrics, lpips_backbone=cfg.asit.lpips_backbone,
-                                   id_embedder=cfg.eval.id_embedder, id_weights=cfg.asit.id_weights, device=device)
-    n = 0
+    size = net.choices["preprocessing"]["input_size"][-1]
+    test = open_dataset(dataset, dataset_root(cfg, dataset), "test", transform=eval_transform(size))
+    evaluator = inversion_evaluator(cfg, device)  # the same wiring as the eval-inversion stage
+    n, outputs = 0, []
     with torch.no_grad():
         for x, _ in DataLoader(test, batch_size=cfg.asit.invert.batch_size, shuffle=False, drop_last=False):
             x = x.to(device)
-            evaluator.update(net(x, use_struct=cfg.asit.use_struct, randomize_noise=cfg.asit.invert.randomize_noise), x)
+            y = net(x, use_struct=cfg.asit.use_struct, randomize_noise=cfg.asit.invert.randomize_noise)
+            evaluator.update(y, x)
+            outputs.append(y.cpu())
             n += len(x)
     out = evaluator.compute()
     summary = out["summary"]
     method = "asit (released weights)"
+    choices = {**net.choices, "use_struct": bool(cfg.asit.use_struct),
+               "randomize_noise": bool(cfg.asit.invert.randomize_noise)}
     return {"method": method, "n_images": n, "summary": summary, "protocol": out["protocol"],
-            "use_struct": bool(cfg.asit.use_struct),
+            "use_struct": bool(cfg.asit.use_struct), "choices": choices, "_outputs": torch.cat(outputs),
             "rows": [{"method": method, "dataset": dataset, "metric": k, "seed": 0, "value": v}
                      for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]}
 
@@ -212,9 +288,26 @@ def describe(result: dict) -> str:
         if co["assumption"]:
             lines.append(f"  assumption: {co['assumption']}")
         lines.append(f"  note: {co['note']}")
+        lines += _choice_lines(result["choices"])
         lines.append("  confusion matrix (rows true, columns predicted, canonical order "
                      f"{', '.join(co['canonical_order'])}):")
         lines += ["    " + " ".join(f"{v:5d}" for v in row) for row in t["confusion_matrix"]]
     else:
         lines += [f"  {k}: {v}" for k, v in result["summary"].items()]
+        c = result["choices"]
+        lines += _choice_lines(c)
+        lines.append(f"  decoding: use_struct={c['use_struct']}, randomize_noise={c['randomize_noise']}; "
+                     f"quirks {c['quirks_source']}")
     return "\n".join(lines)
+
+
+def _choice_lines(c: dict) -> list[str]:
+    """Every choice the evaluation made: architecture, quirk mode and flags, preprocessing, and what was assumed."""
+    on = [k for k, v in c["quirks"].items() if v]
+    p = c["preprocessing"]
+    lines = [f"  model: {c['model']}, mode {c['mode']} (quirks on: {', '.join(on) or 'none'})",
+             f"  preprocessing: input {'x'.join(map(str, p['input_size']))}, mean {p['mean']}, std {p['std']}, "
+             + (f"interpolation {p['interpolation']}, crop_pct {p['crop_pct']} (resize to size / crop_pct, "
+                "centre crop)" if "crop_pct" in p else f"resize {p['resize']} (size from {p['size_source']})")]
+    lines += [f"  assumption: {a}" for a in c.get("assumptions", [])]
+    return lines
