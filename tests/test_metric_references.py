@@ -14,9 +14,7 @@ backbone's layout by ``tests/test_metrics_embedders.py``.
 from __future__ import annotations
 
 import io
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,25 +124,9 @@ def test_mse_psnr_ssim_match_scikit_image(pairs):
 
 
 # ---------------------------------------------------------------------------------------------- LPIPS
-def _reference_lpips(alexnet_file: Path, torch_home: Path):
-    """The lpips package's own loading path: lpips.LPIPS(net='alex') makes torchvision read
-    $TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth, here a link to our file (nothing is downloaded)."""
-    import lpips
-
-    ckpt = torch_home / "hub" / "checkpoints"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    (ckpt / "alexnet-owt-7be5be79.pth").symlink_to(alexnet_file.resolve())
-    old = os.environ.get("TORCH_HOME")
-    os.environ["TORCH_HOME"] = str(torch_home)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return lpips.LPIPS(net="alex", version="0.1", verbose=False).eval()
-    finally:
-        if old is None:
-            os.environ.pop("TORCH_HOME")
-        else:
-            os.environ["TORCH_HOME"] = old
+# The lpips package's own loading path (torchvision reads $TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth,
+# a link to our file; nothing is downloaded): one helper, shared with test_metrics_inversion.
+from tests.test_metrics_inversion import _reference_lpips  # noqa: E402
 
 
 def test_lpips_matches_the_lpips_package(pairs, tmp_path):
