@@ -104,7 +104,8 @@ def _resume_command(args: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------- the parser
 # Verbs in the order `ifer --help` lists them, in two groups. Every verb gets a description (its summary) and an
 # epilog of example commands; every argument a help text (tests/test_cli_help.py checks both).
-USER_VERBS = ("config", "weights", "predict", "eval-checkpoint", "invert", "compare", "readme", "verify")
+USER_VERBS = ("config", "weights", "predict", "eval-checkpoint", "invert", "compare", "readme", "verify",
+              "plan", "launch")
 PIPELINE_VERBS = ("data", "verify", "fingerprint-inputs", "train-asit", "invert", "eval-inversion", "finetune-asit",
                   "fer-init", "train-fer", "eval-fer", "report")  # dvc.yaml's stages, in pipeline order
 
@@ -118,6 +119,9 @@ _SUMMARY = {
                "exit 1 on any disagreement (rule: ifer/report/compare.py)",
     "readme": "copy results/<profile> tables and provenance into the README results block",
     "verify": "check datasets (counts, labels, fingerprints; --deep decodes every image) and print a report",
+    "plan": "list every stale stage of dvc.yaml as a job: wave, resources, measured time and disk, and the total",
+    "launch": "run every stale stage as its own job (submitit: a local pool, one GPU each, or SLURM), waves of the "
+              "stage DAG; dvc.lock records each finished one",
     "data": "generate the SynthFER dataset configured in data.synthfer",
     "fingerprint-inputs": "fingerprint the configured datasets and weight files into runs/<profile>/inputs/",
     "train-asit": "train the ASIT inversion network",
@@ -149,6 +153,11 @@ _EXAMPLES = {
     "readme": ["ifer readme --results results/tiny"],
     "verify": ["ifer verify --params params.yaml --deep      # the datasets the config reads",
                "ifer verify --root datasets rafdb sfew         # named datasets under a folder"],
+    "plan": ["ifer plan                                   # the stale jobs of params.yaml's pipeline",
+             "ifer plan --all launch.resources.train_fer.time_min=600   # every job, with an override"],
+    "launch": ["ifer launch --executor local --parallel 4   # one machine: 4 jobs at once (one GPU each)",
+               "ifer launch --executor slurm launch.resources.default.partition=gpu launch.resources.default.account=me",
+               "ifer launch --executor slurm --dry-run       # what would be submitted (= ifer plan)"],
     "data": ["ifer data --params params.yaml"],
     "fingerprint-inputs": ["ifer fingerprint-inputs --params params.yaml"],
     "train-asit": ["ifer train-asit --params params.yaml seed=0",
@@ -276,6 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the JSON report here")
     p.add_argument("--deep", action="store_true", help="decode every image; name corrupt, truncated, zero-byte ones")
     p.add_argument("--workers", type=int, default=None, help="decoding processes for --deep (default: CPU count)")
+    for verb in ("plan", "launch"):
+        p = add(verb)
+        p.add_argument("--root", default=".", help="the DVC project (default: the current folder); its params.yaml "
+                       "is read unless --params is given")
+        if verb == "plan":
+            p.add_argument("--all", action="store_true", help="list every stage, not only the stale ones")
+    p.add_argument("--executor", choices=["local", "slurm", "auto"], default=None,
+                   help="local: a pool on this machine; slurm: sbatch through submitit; auto: slurm where sbatch "
+                        "exists (default: launch.executor of the config)")
+    p.add_argument("--parallel", type=int, default=None, help="local: jobs at once (default: launch.parallel; "
+                   "with GPUs at most one job per GPU)")
+    p.add_argument("--retries", type=int, default=None, help="resubmissions of a killed job (default: launch.retries)")
+    p.add_argument("--log-dir", default=None, help="submitit's job folders (default runs/launch)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and submit nothing")
     add("data")
     add("fingerprint-inputs")
     p = add("train-asit")
@@ -312,6 +335,9 @@ def _main(argv: list[str] | None = None) -> int:
             return run(args.a, args.b, z=args.z, tolerances=args.tolerance)
         except ValueError as e:
             ap.error(str(e))
+
+    if args.verb in ("plan", "launch"):
+        return _launch(args)
 
     if args.verb == "readme":
         from ifer.report.readme import update_readme
@@ -401,6 +427,38 @@ def _torchrun(cfg, argv: list[str] | None) -> int:
            *(sys.argv[1:] if argv is None else argv)]
     logging.getLogger("ifer").info("launcher.nproc_per_node=%d: %s", n, " ".join(cmd))
     return subprocess.call(cmd)
+
+
+def _launch(args) -> int:
+    """``ifer plan`` / ``ifer launch``: the pipeline of ``--root``'s dvc.yaml with its params.yaml; resources and
+    executor from the config's ``launch`` section (ifer/launch.py)."""
+    from pathlib import Path
+
+    from ifer.core.config import ConfigError
+
+    root = Path(args.root)
+    if not (root / "dvc.yaml").exists():
+        raise ConfigError(f"{root / 'dvc.yaml'} not found: run from the project folder or pass --root")
+    params = args.params or ([str(root / "params.yaml")] if (root / "params.yaml").exists() else [])
+    if not params:
+        raise ConfigError(f"no {root / 'params.yaml'}: write one first (ifer config --profile paper --out params.yaml)")
+    cfg = load_config(None, params, args.overrides)
+    if args.profile and args.profile != cfg.profile:
+        raise ConfigError(f"params.yaml is profile {cfg.profile!r}, not {args.profile!r}: the pipeline runs params.yaml;"
+                          f" write it first (ifer config --profile {args.profile} --out params.yaml)")
+    lc = cfg.to_dict().get("launch") or {}
+    from ifer import launch as L
+
+    if args.verb == "plan" or args.dry_run:
+        print("\n".join(L.plan(root, lc.get("resources"), cfg.profile, every_stage=getattr(args, "all", False))))
+        return 0
+    executor = args.executor or lc.get("executor", "local")
+    if executor == "auto":
+        import shutil
+
+        executor = "slurm" if shutil.which("sbatch") else "local"
+    return L.launch(root, executor, args.parallel or int(lc.get("parallel", 2)), lc.get("resources"),
+                    log_dir=args.log_dir, retries=args.retries if args.retries is not None else int(lc.get("retries", 2)))
 
 
 def _verify(args) -> int:

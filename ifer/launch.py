@@ -1,7 +1,8 @@
 """Run the stale stages of ``dvc.yaml`` as independent submitit jobs, in waves of the stage DAG (issue 20).
 
-    python -c "from ifer.launch import print_plan; print_plan('.')"         # every stale job, its wave and resources
-    python -c "from ifer.launch import launch; launch('.', executor='local', parallel=2)"
+    ifer plan                                   # every stale job: wave, resources, measured time and disk
+    ifer launch --executor local --parallel 2   # a local pool (one GPU per job where there are GPUs)
+    ifer launch --executor slurm launch.default.partition=gpu   # SLURM through submitit
 
 Design (DVC stays the source of truth):
 
@@ -31,8 +32,10 @@ from pathlib import Path
 
 import submitit
 
-# Resources per stage kind (the part of the stage name before '@'); a `launch:` mapping in the config overrides
-# any key per kind (`launch.train_fer.gpus: 1`) or for all (`launch.default.partition: gpu`).
+# Resources per stage kind (the part of the stage name before '@'); the config's `launch.resources` mapping
+# overrides any key per kind (`launch.resources.train_fer.gpus: 2`) or for all (`launch.resources.default.partition:
+# gpu`). GPU sizes: one GPU per run (the paper's runs each fit one 80 GB GPU); time limits are generous
+# placeholders until GPU timings are measured (results/benchmarks/, `ifer plan` says "unmeasured").
 DEFAULT_RESOURCES = {
     "default": {"gpus": 0, "cpus": 2, "mem_gb": 8, "time_min": 60, "partition": None, "account": None, "sbatch": {}},
     "train_asit": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 2880},
@@ -58,7 +61,14 @@ class Job:
 
 def resources_for(kind: str, overrides: dict | None = None) -> dict:
     """Defaults for ``kind``, then ``overrides['default']``, then ``overrides[kind]`` (a config's ``launch:``)."""
+    from ifer.core.config import ConfigError
+
     overrides = overrides or {}
+    for name, layer in overrides.items():
+        unknown = set(layer or {}) - set(DEFAULT_RESOURCES["default"])
+        if unknown:
+            raise ConfigError(f"launch.resources.{name}: unknown resource key(s) {sorted(unknown)}; known: "
+                              f"{sorted(DEFAULT_RESOURCES['default'])}")
     return {**DEFAULT_RESOURCES["default"], **DEFAULT_RESOURCES.get(kind, {}),
             **(overrides.get("default") or {}), **(overrides.get(kind) or {})}
 
@@ -92,45 +102,141 @@ def waves(root: str | Path, only: set[str] | None = None, overrides: dict | None
         return out
 
 
-def plan_lines(all_waves: list[list[Job]], estimates: dict[str, float] | None = None) -> list[str]:
-    """One line per job: wave, stage, resources and the estimated minutes (``unmeasured`` where none is known)."""
-    estimates = estimates or {}
-    lines, total, missing = [], 0.0, 0
+def estimates(root: str | Path, profile: str, kernel_key: str | None = None) -> dict:
+    """Measured minutes and output bytes per stage *kind* for ``profile``, from ``results/benchmarks/``.
+
+    Time: the median stage time of that kind in a ``profile-main-job-*.json`` whose ``profile`` is ``profile``
+    (older files: "<profile> profile" in their ``what``), preferring one measured with this ``kernel_key``, else
+    the newest by name. Disk: the median output size of that kind in ``stage-outputs-<profile>.json`` (sizes that
+    ``dvc.lock`` recorded). ``{"time": {kind: (minutes, source)}, "disk": {kind: (bytes, source)}}`` plus the same per stage name
+    (``time_stage``, ``disk_stage``: ``plan_lines`` prefers those, a seed's IFER outputs are not a baseline's); a
+    kind with no measurement is absent (the plan says "unmeasured": a CPU ``tiny`` time says nothing about a GPU ``paper`` run).
+    """
+    import statistics
+
+    bench = Path(root) / "results" / "benchmarks"
+    found = []
+    for f in sorted(bench.glob("profile-main-job-*.json")):
+        d = json.loads(f.read_text())
+        if d.get("profile") == profile or f"{profile} profile" in str(d.get("what", "")):
+            found.append((d.get("machine", {}).get("kernel_key") == kernel_key, f.name, d))
+    out = {"time": {}, "disk": {}}
+    if found:
+        _, name, d = max(found, key=lambda t: (t[0], t[1]))
+        by_kind: dict[str, list[float]] = {}
+        for stage, secs in d.get("stages", {}).items():
+            by_kind.setdefault(stage.split("@")[0], []).append(float(secs))
+        cpu = d.get("machine", {}).get("cpu", "?")
+        out["time"] = {k: (statistics.median(v) / 60, f"{name} ({cpu})") for k, v in by_kind.items()}
+        out["time_stage"] = {k: (float(v) / 60, f"{name} ({cpu})") for k, v in d.get("stages", {}).items()}
+    disk = bench / f"stage-outputs-{profile}.json"
+    if disk.exists():
+        by_kind = {}
+        sizes = json.loads(disk.read_text()).get("bytes", {})
+        for stage, size in sizes.items():
+            by_kind.setdefault(stage.split("@")[0], []).append(float(size))
+        out["disk"] = {k: (statistics.median(v), disk.name) for k, v in by_kind.items()}
+        out["disk_stage"] = {k: (float(v), disk.name) for k, v in sizes.items()}
+    return out
+
+
+def stage_output_sizes(root: str | Path) -> dict[str, int]:
+    """Bytes of each stage's outputs as ``dvc.lock`` recorded them (the measured disk figures ``ifer plan`` reads from
+    ``results/benchmarks/stage-outputs-<profile>.json``)::
+
+        python -c "import json, ifer.launch as L; print(json.dumps(L.stage_output_sizes('.'), indent=1))"
+    """
+    import yaml
+
+    lock = yaml.safe_load((Path(root) / "dvc.lock").read_text()) or {}
+    current = {j.stage for jobs in waves(root) for j in jobs}  # dvc.lock keeps entries of stages since renamed
+    return {name: sum(int(o.get("size", 0)) for o in st.get("outs", []))
+            for name, st in (lock.get("stages") or {}).items() if name in current}
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def plan_lines(all_waves: list[list[Job]], est: dict | None = None) -> list[str]:
+    """One line per job: wave, stage, resources, estimated time and disk (``unmeasured`` where nothing was
+    measured), then the total: job-minutes (the serial sum) and the critical path (the sum of each wave's
+    longest job: the wall time with enough GPUs), both over measured jobs only."""
+    est = est or {}
+    times, disks = est.get("time", {}), est.get("disk", {})
+    t_stage, d_stage = est.get("time_stage", {}), est.get("disk_stage", {})
+    lines, total, path, disk, missing_t, missing_d, sources = [], 0.0, 0.0, 0.0, 0, 0, set()
     for jobs in all_waves:
+        longest = 0.0
         for j in jobs:
             r = j.resources
-            est = estimates.get(j.kind)
-            total += est or 0
-            missing += est is None
+            t, d = t_stage.get(j.stage, times.get(j.kind)), d_stage.get(j.stage, disks.get(j.kind))
+            total += t[0] if t else 0
+            longest = max(longest, t[0] if t else 0)
+            disk += d[0] if d else 0
+            missing_t += t is None
+            missing_d += d is None
+            sources |= {x[1] for x in (t, d) if x}
             lines.append(f"wave {j.wave}  {j.stage:<48} gpus={r['gpus']} cpus={r['cpus']} mem={r['mem_gb']}G "
-                         f"limit={r['time_min']}min  est={'unmeasured' if est is None else f'{est:.1f} min'}")
+                         f"limit={r['time_min']}min  time={'unmeasured' if t is None else f'{t[0]:.1f} min'}  "
+                         f"disk={'unmeasured' if d is None else _size(d[0])}")
+        path += longest
     n = sum(len(w) for w in all_waves)
-    lines.append(f"total: {n} jobs in {len(all_waves)} waves; measured estimate {total:.1f} min"
-                 + (f", {missing} job(s) unmeasured" if missing else ""))
+    lines.append(f"total: {n} jobs in {len(all_waves)} waves; measured: {total:.1f} job-min, critical path "
+                 f"{path:.1f} min, disk {_size(disk)}"
+                 + ("; unmeasured: " + ", ".join(x for x in (f"time of {missing_t} job(s)" if missing_t else "",
+                                                             f"disk of {missing_d} job(s)" if missing_d else "") if x)
+                    if missing_t or missing_d else ""))
+    lines.append("estimates from: " + (", ".join(sorted(sources)) if sources else
+                                       "nothing measured for this profile (results/benchmarks/)"))
     return lines
 
 
-def print_plan(root: str | Path = ".", overrides: dict | None = None) -> None:
-    """Print the stale jobs of ``root``'s pipeline (``python -c "from ifer.launch import print_plan; print_plan()"``)."""
-    print("\n".join(plan_lines(waves(root, stale_stages(root), overrides))))
+def plan(root: str | Path = ".", overrides: dict | None = None, profile: str = "tiny",
+         every_stage: bool = False) -> list[str]:
+    """The plan ``ifer plan`` prints: the stale jobs (``every_stage``: all of them) with their estimates."""
+    from ifer.core.machine import machine_info
+
+    only = None if every_stage else stale_stages(root)
+    return plan_lines(waves(root, only, overrides), estimates(root, profile, machine_info().get("kernel_key")))
+
+
+def print_plan(root: str | Path = ".", overrides: dict | None = None, profile: str = "tiny") -> None:
+    """Print the stale jobs of ``root``'s pipeline (``ifer plan``)."""
+    print("\n".join(plan(root, overrides, profile)))
+
+
+class Preempted(RuntimeError):
+    """The stage's command died from a signal (SIGTERM/SIGKILL: preemption, a node lost, ``kill``): resubmitted."""
 
 
 class StageJob(submitit.helpers.Checkpointable):
-    """One stage's ``cmd`` in ``root``; Checkpointable: on preemption submitit requeues this same call, and the
-    stage resumes from its ``last.pt``."""
+    """One stage's ``cmd`` in ``root``; Checkpointable: on SLURM preemption or timeout submitit requeues this same
+    call, and the stage resumes from its ``last.pt`` (``ifer.stages.prepare_run_dir``)."""
 
     def __call__(self, root: str, cmd: str, threads: int | None = None) -> int:
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the venv's python/ifer
         if threads:  # a CPU pool: split the cores between the concurrent jobs
             env["OMP_NUM_THREADS"] = str(threads)
-        return subprocess.run(cmd, shell=True, cwd=root, env=env, check=True).returncode
+        rc = subprocess.run(cmd, shell=True, cwd=root, env=env).returncode
+        if rc < 0 or rc in (128 + 9, 128 + 15):  # killed by a signal (directly, or reported by the shell)
+            raise Preempted(f"killed by signal {-rc if rc < 0 else rc - 128}")
+        if rc:
+            raise subprocess.CalledProcessError(rc, cmd)
+        return rc
 
 
-def _executor(kind: str, folder: Path, parallel: int, res: dict):
+def _executor(kind: str, folder: Path, parallel: int, res: dict, gpu_ids: list[int] | None = None):
     if kind == "local":
         ex = submitit.LocalExecutor(folder=str(folder))
-        ex.update_parameters(timeout_min=int(res["time_min"]), gpus_per_node=int(res["gpus"]))
+        # visible_gpus: submitit's LocalExecutor sets CUDA_VISIBLE_DEVICES to these (without it every job gets 0)
+        ex.update_parameters(timeout_min=int(res["time_min"]), gpus_per_node=len(gpu_ids or []),
+                             visible_gpus=list(gpu_ids or []))
         return ex
     ex = submitit.AutoExecutor(folder=str(folder), cluster=kind if kind != "auto" else None)
     extra = dict(res.get("sbatch") or {})
@@ -138,39 +244,92 @@ def _executor(kind: str, folder: Path, parallel: int, res: dict):
         extra["account"] = res["account"]
     ex.update_parameters(timeout_min=int(res["time_min"]), gpus_per_node=int(res["gpus"]),
                          cpus_per_task=int(res["cpus"]), mem_gb=int(res["mem_gb"]),
-                         slurm_partition=res.get("partition"), slurm_array_parallelism=parallel,
-                         slurm_additional_parameters=extra)
+                         slurm_partition=res.get("partition"), slurm_additional_parameters=extra)
     return ex
 
 
+def local_gpus() -> list[int]:
+    """GPU ids a local pool may hand out: ``CUDA_VISIBLE_DEVICES`` if set, else every GPU torch sees."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [int(x) for x in env.split(",") if x.strip().isdigit()]
+    try:
+        import torch
+
+        return list(range(torch.cuda.device_count()))
+    except Exception:  # no torch / no driver: a CPU pool
+        return []
+
+
 def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, overrides: dict | None = None,
-           log_dir: str | Path | None = None) -> int:
+           log_dir: str | Path | None = None, retries: int = 2, gpus: list[int] | None = None,
+           poll_s: float = 1.0) -> int:
     """Submit every stale stage, wave by wave; ``dvc commit -f`` each finished stage; 0 when all succeeded.
 
-        python -c "from ifer.launch import launch; raise SystemExit(launch('.', 'local', 2))"
+        ifer launch --executor local --parallel 2        # CPU pool, or one GPU per job where GPUs exist
+        ifer launch --executor slurm                     # SLURM through submitit (resources: the launch: section)
+
+    ``local``: at most ``parallel`` jobs at once; with GPUs (``gpus``, default :func:`local_gpus`) each job gets its
+    own ``CUDA_VISIBLE_DEVICES`` (``resources.gpus`` of them) and ``parallel`` is capped by the GPUs; without, the
+    cores are split between the jobs (OMP_NUM_THREADS). ``slurm``/``auto``: a wave's jobs are submitted at once and
+    SLURM schedules them. A job killed by a signal is resubmitted up to ``retries`` times (it resumes from
+    ``last.pt``); any other failure is reported in one line with its log path, the wave's other jobs finish and
+    are recorded, and the later waves (its dependants) are not started: exit 1. Run again to continue: only what
+    ``dvc status`` still calls stale is submitted.
     """
+    import time
+
     root = Path(root).resolve()
-    folder = Path(log_dir or root / "runs" / "launch").resolve()
+    folder = Path(log_dir or root / "runs" / "launch").resolve() / "%j"
     todo = waves(root, stale_stages(root), overrides)
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+    local = executor == "local"
+    pool = list(gpus) if gpus is not None else (local_gpus() if local else [])
+    failed = []
     for jobs in todo:
-        submitted = []
-        for i in range(0, len(jobs), parallel):  # at most `parallel` local jobs at a time
-            batch = []
-            for j in jobs[i:i + parallel]:
-                ex = _executor(executor, folder, parallel, j.resources)
+        pending = [(j, 0) for j in jobs]
+        running = []  # (job, attempt, submitit job, gpu ids)
+        free = list(pool)
+        cap = parallel if local else len(jobs)
+        while pending or running:
+            while pending and len(running) < cap:
+                j, attempt = pending[0]
+                need = int(j.resources["gpus"]) if (local and pool) else 0
+                if need > len(free):
+                    if not running:  # can never fit
+                        failed.append(f"ifer launch: {j.stage} needs {need} GPUs, the pool has {len(pool)}")
+                        print(failed[-1], file=sys.stderr)
+                        pending.pop(0)
+                        continue
+                    break
+                pending.pop(0)
+                ids, free = free[:need], free[need:]
+                threads = max(1, (os.cpu_count() or 1) // min(cap, len(jobs))) if local and not need else None
+                ex = _executor(executor, folder, parallel, j.resources, ids)
                 ex.update_parameters(name=j.stage)
-                batch.append((j, ex.submit(StageJob(), str(root), j.cmd, threads if executor == "local" else None)))
-            for j, job in batch:
+                running.append((j, attempt, ex.submit(StageJob(), str(root), j.cmd, threads), ids))
+            time.sleep(poll_s)
+            for item in [r for r in running if r[2].done()]:
+                running.remove(item)
+                j, attempt, sj, ids = item
+                free += ids
                 try:
-                    job.result()
-                    submitted.append(j)
-                except Exception as e:  # one line: which stage, why, where its log is
-                    print(f"ifer launch: {j.stage} failed ({type(e).__name__}); log: {job.paths.stderr}",
-                          file=sys.stderr)
-                    _commit(root, submitted)
-                    return 1
-        _commit(root, submitted)
+                    sj.result()
+                    _commit(root, [j])  # at once: a crash of the launcher later loses no finished stage
+                except Exception as e:
+                    killed = isinstance(e, submitit.core.utils.UncompletedJobError) or "Preempted" in str(e)
+                    if killed and attempt < retries:
+                        print(f"ifer launch: {j.stage} was killed; resubmitting (attempt {attempt + 2}, it resumes "
+                              f"from last.pt); log: {sj.paths.stderr}", file=sys.stderr)
+                        pending.insert(0, (j, attempt + 1))
+                    else:
+                        failed.append(f"ifer launch: {j.stage} failed ({type(e).__name__}"
+                                      f"{', killed' if killed else ''}); log: {sj.paths.stderr}")
+                        print(failed[-1], file=sys.stderr)
+        if failed:
+            later = sum(len(w) for w in todo if w[0].wave > jobs[0].wave)
+            print(f"ifer launch: {len(failed)} job(s) failed; {later} dependent job(s) not started; "
+                  "fix the cause and run `ifer launch` again (finished stages are recorded)", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -32,7 +32,7 @@ def test_waves_and_plan(toy):
     w = waves(toy, stale_stages(toy))
     assert [[j.stage for j in jobs] for jobs in w] == [["a"], ["b", "c"]]
     lines = plan_lines(w)
-    assert "unmeasured" in lines[0] and lines[-1].startswith("total: 3 jobs in 2 waves")
+    assert "unmeasured" in lines[0] and lines[-2].startswith("total: 3 jobs in 2 waves")
 
 
 def test_resources_layer():
@@ -52,3 +52,62 @@ def test_failed_job_is_reported(toy, capsys):
     assert launch(toy, "local", parallel=2) == 1
     assert "a failed" in capsys.readouterr().err
     assert not os.path.exists(toy / "b.txt")
+
+
+def test_each_local_job_gets_its_own_gpus(toy):
+    """A local pool hands each job its own CUDA_VISIBLE_DEVICES (submitit's visible_gpus), never all of them 0."""
+    (toy / "dvc.yaml").write_text(DVC_YAML.replace("cat a.txt > b.txt", "echo $CUDA_VISIBLE_DEVICES > b.txt")
+                                  .replace("cat a.txt > c.txt", "echo $CUDA_VISIBLE_DEVICES > c.txt"))
+    assert launch(toy, "local", parallel=2, overrides={"default": {"gpus": 1}}, gpus=[3, 5]) == 0
+    got = {(toy / f).read_text().strip() for f in ("b.txt", "c.txt")}
+    assert got == {"3", "5"}, got  # both wave-1 jobs ran at once, one GPU each
+
+
+def test_a_killed_job_is_resubmitted_and_dvc_is_clean(toy, capsys):
+    """SIGKILL of a stage's command (a preemption, an OOM kill) is resubmitted; the rerun finishes the stage (the
+    real stages resume from last.pt: tests/test_dvc_resume.py) and dvc.lock records it."""
+    kill_once = "'if test -f killed_once; then echo a > a.txt; else touch killed_once; kill -9 $$; fi'"
+    (toy / "dvc.yaml").write_text(DVC_YAML.replace("sleep 1 && echo a > a.txt", kill_once))
+    assert launch(toy, "local", parallel=2, retries=1) == 0
+    assert "a was killed; resubmitting" in capsys.readouterr().err
+    assert stale_stages(toy) == set() and (toy / "c.txt").read_text() == "a\n"
+
+
+def test_a_job_killed_every_time_fails_after_its_retries(toy, capsys):
+    (toy / "dvc.yaml").write_text(DVC_YAML.replace("sleep 1 && echo a > a.txt", "'kill -9 $$'"))
+    assert launch(toy, "local", parallel=2, retries=1) == 1
+    err = capsys.readouterr().err
+    assert err.count("a was killed; resubmitting") == 1 and "a failed" in err and "2 dependent job(s) not started" in err
+
+
+def test_plan_verb_uses_measured_estimates(toy, capsys):
+    """`ifer plan` reads params.yaml's launch section and the measured times/sizes of the same profile."""
+    import json
+
+    from ifer import cli
+
+    (toy / "params.yaml").write_text("profile: tiny\nlaunch: {resources: {b: {time_min: 7}}}\n")
+    bench = toy / "results" / "benchmarks"
+    bench.mkdir(parents=True)
+    (bench / "profile-main-job-test.json").write_text(json.dumps(
+        {"profile": "tiny", "stages": {"a": 60, "b": 120, "c": 240}, "machine": {"cpu": "test cpu"}}))
+    (bench / "profile-main-job-other.json").write_text(json.dumps({"profile": "paper", "stages": {"a": 9999}}))
+    (bench / "stage-outputs-tiny.json").write_text(json.dumps({"bytes": {"a": 2048, "b": 1024}}))
+    assert cli.main(["plan", "--root", str(toy)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    line = {ln.split()[2]: ln for ln in out if ln.startswith("wave ")}
+    assert "time=1.0 min" in line["a"] and "disk=2.0 KB" in line["a"]
+    assert "limit=7min" in line["b"] and "time=2.0 min" in line["b"] and "disk=1.0 KB" in line["b"]
+    assert "disk=unmeasured" in line["c"]
+    assert out[-2].startswith("total: 3 jobs in 2 waves; measured: 7.0 job-min, critical path 5.0 min, disk 3.0 KB")
+    assert "unmeasured: time of 0" not in out[-2] and "disk of 1 job(s)" in out[-2]
+    assert "profile-main-job-test.json (test cpu)" in out[-1]
+    assert cli.main(["plan", "--root", str(toy), "--profile", "paper"]) == 2  # params.yaml is tiny: one clear line
+    assert "params.yaml is profile 'tiny'" in capsys.readouterr().err
+
+
+def test_unknown_resource_key_is_one_clear_error():
+    from ifer.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown resource key"):
+        resources_for("train_fer", {"train_fer": {"gpu": 1}})

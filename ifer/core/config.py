@@ -93,8 +93,9 @@ def merge(base: Mapping, update: Mapping, source: str, strict: bool = True, _pre
         if strict and k not in out:
             raise ConfigError(f"{source}: unknown config key {key!r}; known here: {sorted(out)}")
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            # a model's ``kwargs`` are its constructor's keyword arguments: free-form, checked by the constructor
-            out[k] = merge(out[k], v, source, strict and k != "kwargs", _prefix=f"{key}.")
+            # a model's ``kwargs`` are its constructor's keyword arguments: free-form, checked by the constructor;
+            # ``launch.resources`` is keyed by stage kind, checked by ifer.launch.resources_for
+            out[k] = merge(out[k], v, source, strict and k not in ("kwargs", "resources"), _prefix=f"{key}.")
         else:
             out[k] = copy.deepcopy(v)
     return out
