@@ -112,15 +112,63 @@ def reproduce(session: nox.Session) -> None:
 
 @nox.session
 def regression(session: nox.Session) -> None:
-    """The CI regression check: the main job (a no-op when it already ran here), then `ifer compare` of its
-    results/tiny with the committed ones (git HEAD) within the stated statistical tolerance.
+    """The CI regression check: the main job's stages through `ifer launch` (issue 20), then `ifer compare` of its
+    results/tiny with the committed ones (git HEAD, made by the serial main job) within the stated tolerance.
 
+    `ifer launch` runs 2 jobs at a time on a one-node SLURM started here (tools/slurm_single_node.sh, which
+    installs slurm-wlm + munge with apt when root), else on submitit's local executor (the line above says why).
+    One training job is SIGKILLed once it has saved last.pt (tools/kill_mid_run.py); launch must resubmit it and the
+    run must resume (its log records the resume). Afterwards dvc status must be clean and `dvc repro` must have
+    nothing to run (launch checks both). A no-op when the main job already ran here (nothing stale to launch).
     Fails only on a disagreement beyond the tolerance (a benign ISA/kernel difference passes). Part of the
     README's test command (`nox -s tests regression`), so `.ci/run` runs it on every clean clone.
     """
-    reproduce(session)
+    import subprocess
+    import time
+
+    _ensure_env(session)
+    env = _env()
+    session.run(str(PY), "-m", "ifer.cli", "config", "--profile", "tiny", "--out", "params.yaml", external=True, env=env)
+    if not (ROOT / ".dvc").is_dir():
+        session.run(str(VENV / "bin" / "dvc"), "init", "--quiet", external=True, env=env)
+    slurm_dir = ROOT / ".slurm"
+    up = subprocess.run(["bash", str(ROOT / "tools" / "slurm_single_node.sh"), "start", str(slurm_dir)],
+                        capture_output=True, text=True)
+    executor = "slurm" if up.returncode == 0 else "local"
+    if executor == "slurm":
+        env["SLURM_CONF"] = str(slurm_dir / "slurm.conf")
+        session.log(f"one-node SLURM up ({env['SLURM_CONF']}): the stages run as sbatch jobs, 2 at a time")
+    else:
+        session.log(f"{(up.stderr.strip().splitlines() or ['SLURM did not start'])[-1]}; the stages run on "
+                    "submitit's local executor, 2 at a time")
+    # one CPU per job (2 jobs on 2 cores, no oversubscription), no GPU: the tiny profile on this machine
+    res = [f"launch.resources.default.{k}={v}" for k, v in (("gpus", 0), ("cpus", 1), ("mem_gb", 6))]
+    victim = ROOT / "runs" / "tiny" / "asit" / "seed0"
+    stale = subprocess.run([str(PY), "-m", "dvc", "status", "train_asit@0"], cwd=ROOT, capture_output=True,
+                           text=True, env={**os.environ, **env}).stdout
+    killer = None
+    if "changed" in stale or "modified" in stale or "new" in stale:
+        killer = subprocess.Popen([str(PY), str(ROOT / "tools" / "kill_mid_run.py"), str(victim / "last.pt"),
+                                   "train-asit", "seed=0"], env={**os.environ, **env})
+    t0 = time.monotonic()
+    try:
+        session.run(str(PY), "-m", "ifer.cli", "launch", "--executor", executor, "--parallel", "2", *res,
+                    external=True, env=env)
+    finally:
+        if killer is not None and killer.poll() is None:
+            killer.kill()
+        if executor == "slurm":
+            subprocess.run(["bash", str(ROOT / "tools" / "slurm_single_node.sh"), "stop", str(slurm_dir)])
+    session.log(f"ifer launch ({executor}, 2 at a time): {(time.monotonic() - t0) / 60:.1f} min wall")
+    if killer is not None:
+        if killer.wait() != 0:
+            session.error("the fault injection did not kill train_asit@0 mid-run: the resume path was not exercised")
+        log = (victim / "log.jsonl").read_text()
+        if '"kind": "resume"' not in log:
+            session.error(f"train_asit@0 was killed but its resubmission did not resume from last.pt ({victim})")
+        session.log("train_asit@0: SIGKILLed after saving last.pt, resubmitted by ifer launch, resumed from it")
     session.run(str(PY), "-m", "ifer.cli", "compare", "git:HEAD:results/tiny", "results/tiny",
-                external=True, env=_env())
+                external=True, env=env)
 
 
 @nox.session

@@ -279,6 +279,7 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
     """
     import time
 
+    t0 = time.monotonic()
     root = Path(root).resolve()
     folder = Path(log_dir or root / "runs" / "launch").resolve() / "%j"
     todo = waves(root, stale_stages(root), overrides)
@@ -303,10 +304,20 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
                     break
                 pending.pop(0)
                 ids, free = free[:need], free[need:]
-                threads = max(1, (os.cpu_count() or 1) // min(cap, len(jobs))) if local and not need else None
+                # threads: a CPU pool splits the cores between its jobs; on SLURM a job uses the CPUs it asked for
+                # (without a bound torch starts one thread per core of the node: 6-8x slower when oversubscribed)
+                threads = ((max(1, (os.cpu_count() or 1) // min(cap, len(jobs))) if not need else None) if local
+                           else int(j.resources["cpus"]))
                 ex = _executor(executor, folder, parallel, j.resources, ids)
                 ex.update_parameters(name=j.stage)
-                running.append((j, attempt, ex.submit(StageJob(), str(root), j.cmd, threads), ids))
+                try:
+                    running.append((j, attempt, ex.submit(StageJob(), str(root), j.cmd, threads), ids))
+                except (submitit.core.utils.FailedJobError, OSError) as e:  # sbatch refused it / is missing
+                    free += ids
+                    first = next((ln for ln in str(e).splitlines() if "fatal" in ln or "error" in ln),
+                                 str(e).splitlines()[0] if str(e) else type(e).__name__)
+                    failed.append(f"ifer launch: {j.stage} could not be submitted: {first.strip()}")
+                    print(failed[-1], file=sys.stderr)
             time.sleep(poll_s)
             for item in [r for r in running if r[2].done()]:
                 running.remove(item)
@@ -330,6 +341,17 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
             print(f"ifer launch: {len(failed)} job(s) failed; {later} dependent job(s) not started; "
                   "fix the cause and run `ifer launch` again (finished stages are recorded)", file=sys.stderr)
             return 1
+    left = stale_stages(root)
+    dry = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry"], cwd=root, capture_output=True,
+                         text=True).stdout
+    would = [ln.split("'")[1] for ln in dry.splitlines() if ln.startswith("Running stage '")]
+    if left or would:
+        print(f"ifer launch: every job finished, but dvc status calls {sorted(left)} stale and `dvc repro` would run "
+              f"{would}: dvc.lock does not record them", file=sys.stderr)
+        return 1
+    n = sum(len(w) for w in todo)
+    print(f"ifer launch: {n} job(s) in {len(todo)} wave(s) done in {time.monotonic() - t0:.0f} s; dvc status is "
+          "clean and `dvc repro` has nothing to run", file=sys.stderr)
     return 0
 
 
