@@ -174,7 +174,10 @@ _EXAMPLES = {
 _EPILOG = """\
 Any trailing key.sub=value overrides the params file (e.g. asit.train.steps=100). With
 launcher.nproc_per_node: N (N > 1) the training, invert and eval verbs rerun themselves under
-torchrun --standalone --nproc_per_node=N: that is how dvc.yaml's stages go multi-GPU.
+torchrun --standalone --nproc_per_node=N: that is how dvc.yaml's stages go multi-GPU. launcher.nnodes: M
+(M > 1) runs the verbs in launcher.multinode_verbs (default: train-asit, finetune-asit) under torchrun
+--nnodes=M with a c10d rendezvous (launcher.rdzv_endpoint, or inside SLURM the allocation's first node);
+every node runs the same command.
 The whole paper pipeline on miniature data: python -m ifer.rehearsal run (nox -s rehearse).
 `ifer VERB --help` shows a verb's arguments and examples. IFER_TRACEBACK=1 prints full tracebacks."""
 
@@ -377,8 +380,8 @@ def _main(argv: list[str] | None = None) -> int:
     if args.verb == "fer-init":
         stages.stage_fer_init(cfg)
         return 0
-    if args.verb in _DISTRIBUTED_VERBS and _launch_under_torchrun(cfg):
-        return _torchrun(cfg, argv)
+    if args.verb in _DISTRIBUTED_VERBS and _launch_under_torchrun(cfg, args.verb):
+        return _torchrun(cfg, argv, args.verb)
 
     from ifer.train.distributed import distributed_context
 
@@ -411,21 +414,73 @@ def _resume_flags(p) -> None:
 _DISTRIBUTED_VERBS = ("train-asit", "finetune-asit", "train-fer", "invert", "eval-inversion", "eval-fer")
 
 
-def _launch_under_torchrun(cfg) -> bool:
-    """``launcher.nproc_per_node`` > 1 and not already a torchrun worker (torchrun sets LOCAL_RANK)."""
+def _nnodes(cfg, verb: str | None) -> int:
+    """``launcher.nnodes`` for the verbs in ``launcher.multinode_verbs`` (the big runs), else 1."""
+    verbs = cfg.get_path("launcher.multinode_verbs", None) or []
+    return int(cfg.get_path("launcher.nnodes", 1) or 1) if verb is None or verb in verbs else 1
+
+
+def _launch_under_torchrun(cfg, verb: str | None = None) -> bool:
+    """``launcher.nproc_per_node`` > 1 or more than one node for ``verb``, and not already a torchrun worker
+    (torchrun sets LOCAL_RANK)."""
     import os
 
-    return int(cfg.get_path("launcher.nproc_per_node", 1) or 1) > 1 and "LOCAL_RANK" not in os.environ
+    return (int(cfg.get_path("launcher.nproc_per_node", 1) or 1) > 1 or _nnodes(cfg, verb) > 1) \
+        and "LOCAL_RANK" not in os.environ
 
 
-def _torchrun(cfg, argv: list[str] | None) -> int:
-    """Rerun this very command under ``torchrun --standalone --nproc_per_node=N`` (what dvc.yaml's stages get)."""
+def _slurm_first_node(env) -> str | None:
+    """The first host of the SLURM allocation (``SLURM_JOB_NODELIST``, expanded by ``scontrol show hostnames``)."""
+    import shutil
     import subprocess
 
-    n = int(cfg.launcher.nproc_per_node)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "ifer.cli",
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        return None
+    if "[" not in nodelist and "," not in nodelist:
+        return nodelist
+    if shutil.which("scontrol"):
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True).stdout
+        if out.split():
+            return out.split()[0]
+    import re  # no scontrol: the first host of "gpu[03-04,07],cpu1" is gpu03
+
+    m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist)
+    return (m.group(1) + (m.group(2).split(",")[0].split("-")[0] if m.group(2) else "")) if m else None
+
+
+def torchrun_args(cfg, env=None, verb: str | None = None) -> list[str]:
+    """torchrun's options for ``launcher``: ``--standalone`` on one node; with ``nnodes`` > 1 a c10d rendezvous at
+    ``launcher.rdzv_endpoint``, or, inside a SLURM allocation, at its first node (port ``launcher.rdzv_port``),
+    with ``rdzv_id`` = the SLURM job id. Every node runs the same command (``srun``, or ``ifer launch`` with
+    ``launch.resources.<kind>.nodes``). ``verb`` outside ``launcher.multinode_verbs`` runs on one node."""
+    from ifer.core.config import ConfigError
+
+    env = os.environ if env is None else env
+    n = int(cfg.get_path("launcher.nproc_per_node", 1) or 1)
+    nodes = _nnodes(cfg, verb)
+    if nodes <= 1:
+        return ["--standalone", f"--nproc_per_node={n}"]
+    endpoint = cfg.get_path("launcher.rdzv_endpoint", None)
+    if not endpoint:
+        host = _slurm_first_node(env)
+        if host is None:
+            raise ConfigError(f"launcher.nnodes={nodes} needs launcher.rdzv_endpoint=HOST:PORT (one node every node "
+                              "can reach), or a SLURM allocation (SLURM_JOB_NODELIST) to take the first node from")
+        endpoint = f"{host}:{int(cfg.get_path('launcher.rdzv_port', 29500))}"
+    rid = cfg.get_path("launcher.rdzv_id", None) or env.get("SLURM_JOB_ID") or "ifer"
+    return [f"--nnodes={nodes}", f"--nproc_per_node={n}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
+            f"--rdzv_id={rid}"]
+
+
+def _torchrun(cfg, argv: list[str] | None, verb: str | None = None) -> int:
+    """Rerun this very command under ``torchrun`` (what dvc.yaml's stages get): ``--standalone --nproc_per_node=N``
+    on one node, a c10d rendezvous over ``launcher.nnodes`` nodes (:func:`torchrun_args`)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(cfg, verb=verb), "-m", "ifer.cli",
            *(sys.argv[1:] if argv is None else argv)]
-    logging.getLogger("ifer").info("launcher.nproc_per_node=%d: %s", n, " ".join(cmd))
+    logging.getLogger("ifer").info("launcher: %s", " ".join(cmd))
     return subprocess.call(cmd)
 
 
@@ -448,6 +503,9 @@ def _launch(args) -> int:
                           f" write it first (ifer config --profile {args.profile} --out params.yaml)")
     lc = cfg.to_dict().get("launch") or {}
     from ifer import launch as L
+
+    lc["resources"] = L.with_nodes(lc.get("resources"), int(cfg.get_path("launcher.nnodes", 1) or 1),
+                                   [v.replace("-", "_") for v in cfg.get_path("launcher.multinode_verbs", []) or []])
 
     if args.verb == "plan" or args.dry_run:
         print("\n".join(L.plan(root, lc.get("resources"), cfg.profile, every_stage=getattr(args, "all", False))))

@@ -37,7 +37,8 @@ import submitit
 # gpu`). GPU sizes: one GPU per run (the paper's runs each fit one 80 GB GPU); time limits are generous
 # placeholders until GPU timings are measured (results/benchmarks/, `ifer plan` says "unmeasured").
 DEFAULT_RESOURCES = {
-    "default": {"gpus": 0, "cpus": 2, "mem_gb": 8, "time_min": 60, "partition": None, "account": None, "sbatch": {}},
+    "default": {"gpus": 0, "cpus": 2, "mem_gb": 8, "time_min": 60, "partition": None, "account": None, "sbatch": {},
+                "nodes": 1},
     "train_asit": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 2880},
     "finetune_asit": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 720},
     "invert": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 240},
@@ -45,6 +46,21 @@ DEFAULT_RESOURCES = {
     "train_fer": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 720},
     "eval_fer": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 240},
 }
+
+
+# the stage kinds whose commands run under torchrun (ifer.cli's distributed verbs): with launcher.nnodes = N they
+# need N nodes (every node runs the command; torchrun's c10d rendezvous joins them)
+TORCHRUN_KINDS = ("train_asit", "finetune_asit", "train_fer", "invert", "eval_inversion", "eval_fer")
+
+
+def with_nodes(resources: dict | None, nnodes: int, kinds: list[str] | tuple[str, ...] = TORCHRUN_KINDS) -> dict:
+    """``launch.resources`` with ``nodes: nnodes`` for each of ``kinds`` (``launcher.multinode_verbs``) that does
+    not set its own."""
+    out = {k: dict(v or {}) for k, v in (resources or {}).items()}
+    if nnodes > 1:
+        for kind in kinds:
+            out.setdefault(kind, {}).setdefault("nodes", nnodes)
+    return out
 
 
 @dataclass
@@ -80,8 +96,13 @@ def stale_stages(root: str | Path) -> set[str]:
     return {k.split(":")[-1] for k in json.loads(out or "{}")}
 
 
-def waves(root: str | Path, only: set[str] | None = None, overrides: dict | None = None) -> list[list[Job]]:
-    """The stages (``only``: those names) as topological generations of DVC's own stage graph."""
+def waves(root: str | Path, only: set[str] | None = None, overrides: dict | None = None,
+          downstream: bool = False) -> list[list[Job]]:
+    """The stages (``only``: those names; ``downstream``: and every stage that depends on one of them) as
+    topological generations of DVC's own stage graph.
+
+    ``downstream`` is what may run: ``dvc status`` reports a stage's *own* changed inputs, so a stage whose
+    upstream is about to rerun is not stale yet (``ifer launch`` asks again before each wave)."""
     import networkx as nx
     from dvc.repo import Repo
 
@@ -92,6 +113,8 @@ def waves(root: str | Path, only: set[str] | None = None, overrides: dict | None
         g = nx.DiGraph()
         g.add_nodes_from(stages)
         g.add_edges_from((b.name, a.name) for a, b in graph.edges if a.name in stages and b.name in stages)  # dependency -> dependant
+        if only is not None and downstream:
+            only = set(only) | {d for n in only if n in g for d in nx.descendants(g, n)}
         out = []
         for gen in nx.topological_generations(g):
             jobs = [Job(n, stages[n].cmd if isinstance(stages[n].cmd, str) else " && ".join(stages[n].cmd),
@@ -100,6 +123,15 @@ def waves(root: str | Path, only: set[str] | None = None, overrides: dict | None
             if jobs:
                 out.append(jobs)
         return out
+
+
+def _pipeline(root: str | Path) -> tuple[set[str], set[str]]:
+    """(every stage name of dvc.yaml, those marked ``always_changed``)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        stages = [s for s in repo.index.stages if getattr(s, "cmd", None)]
+        return {s.name for s in stages}, {s.name for s in stages if getattr(s, "always_changed", False)}
 
 
 def estimates(root: str | Path, profile: str, kernel_key: str | None = None) -> dict:
@@ -181,7 +213,8 @@ def plan_lines(all_waves: list[list[Job]], est: dict | None = None) -> list[str]
             missing_t += t is None
             missing_d += d is None
             sources |= {x[1] for x in (t, d) if x}
-            lines.append(f"wave {j.wave}  {j.stage:<48} gpus={r['gpus']} cpus={r['cpus']} mem={r['mem_gb']}G "
+            nodes = f"nodes={r['nodes']} " if int(r.get("nodes", 1)) > 1 else ""
+            lines.append(f"wave {j.wave}  {j.stage:<48} {nodes}gpus={r['gpus']} cpus={r['cpus']} mem={r['mem_gb']}G "
                          f"limit={r['time_min']}min  time={'unmeasured' if t is None else f'{t[0]:.1f} min'}  "
                          f"disk={'unmeasured' if d is None else _size(d[0])}")
         path += longest
@@ -201,13 +234,103 @@ def plan(root: str | Path = ".", overrides: dict | None = None, profile: str = "
     """The plan ``ifer plan`` prints: the stale jobs (``every_stage``: all of them) with their estimates."""
     from ifer.core.machine import machine_info
 
-    only = None if every_stage else stale_stages(root)
-    return plan_lines(waves(root, only, overrides), estimates(root, profile, machine_info().get("kernel_key")))
+    only = None if every_stage else stale_stages(root)  # and their dependants: they rerun when an input changes
+    return plan_lines(waves(root, only, overrides, downstream=True),
+                      estimates(root, profile, machine_info().get("kernel_key")))
 
 
 def print_plan(root: str | Path = ".", overrides: dict | None = None, profile: str = "tiny") -> None:
     """Print the stale jobs of ``root``'s pipeline (``ifer plan``)."""
     print("\n".join(plan(root, overrides, profile)))
+
+
+class _Watch:
+    """When did a job end? submitit asks ``sacct``; a SLURM without an accounting database (a small cluster, the
+    one-node SLURM of the tests) has no ``sacct``, and submitit would never see a job end that left no result
+    file, and logs a warning at every poll. There a job has ended when its result file exists, or when ``squeue``
+    no longer lists it (then without a result: it was cancelled or lost, and is resubmitted like a killed one)."""
+
+    def __init__(self, local: bool):
+        self.sacct = local or subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True).returncode == 0
+        self._gone: set[str] = set()
+        self._first: dict[str, float] = {}
+        self._listed: set[str] = set()
+        self._asked = 0.0
+        if not self.sacct:
+            print("ifer launch: sacct cannot answer (no SLURM accounting): a job's end is read from its result file "
+                  "and from squeue", file=sys.stderr)
+
+    def done(self, job) -> bool:
+        if self.sacct:
+            return job.done()
+        if job.paths.result_pickle.exists():
+            return True
+        import time
+
+        jid = str(job.job_id)
+        first = self._first.setdefault(jid, time.monotonic())  # after its sbatch returned
+        if time.monotonic() - self._asked > 10:  # squeue at most every 10 s
+            p = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+            if p.returncode == 0:  # a controller that does not answer says nothing about the jobs
+                self._asked, self._listed = time.monotonic(), set(p.stdout.split())
+        if self._asked > first and jid not in self._listed:  # a listing taken after the submission lacks it
+            if job.paths.result_pickle.exists():  # written just before the job left the queue
+                return True
+            self._gone.add(jid)
+            return True
+        return False
+
+    def vanished(self, job) -> bool:
+        return str(job.job_id) in self._gone and not job.paths.result_pickle.exists()
+
+
+class InFlight:
+    """``runs/launch/inflight.json``: the jobs a launcher has submitted and not yet seen end (stage -> executor, job
+    id). A launcher that dies leaves its SLURM jobs (and local job processes) running; the next ``ifer launch`` must
+    not submit the same stages again beside them, so it first asks whether they still run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write(self, d: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(d, indent=1))
+        os.replace(tmp, self.path)
+
+    def add(self, stage: str, executor: str, job_id: str) -> None:
+        self._write({**self._read(), stage: [executor, job_id]})
+
+    def remove(self, stage: str) -> None:
+        d = self._read()
+        d.pop(stage, None)
+        self._write(d)
+
+    def alive(self) -> dict[str, str]:
+        """{stage: job id} of the recorded jobs that still run (squeue for SLURM, the pid for local jobs)."""
+        alive = {}
+        for stage, (kind, jid) in self._read().items():
+            if kind == "local":
+                try:
+                    os.kill(int(jid), 0)
+                    alive[stage] = jid
+                except (OSError, ValueError):
+                    pass
+            else:
+                try:
+                    out = subprocess.run(["squeue", "-h", "-j", jid, "-o", "%i"], capture_output=True, text=True,
+                                         timeout=60).stdout
+                except (OSError, subprocess.TimeoutExpired):
+                    out = jid  # cannot ask SLURM: assume it runs rather than start a second copy
+                if out.strip():
+                    alive[stage] = jid
+        return alive
 
 
 class Preempted(RuntimeError):
@@ -243,6 +366,7 @@ def _executor(kind: str, folder: Path, parallel: int, res: dict, gpu_ids: list[i
     if res.get("account"):
         extra["account"] = res["account"]
     ex.update_parameters(timeout_min=int(res["time_min"]), gpus_per_node=int(res["gpus"]),
+                         nodes=int(res.get("nodes", 1)), tasks_per_node=1,  # one stage command per node
                          cpus_per_task=int(res["cpus"]), mem_gb=int(res["mem_gb"]),
                          slurm_partition=res.get("partition"), slurm_additional_parameters=extra)
     return ex
@@ -282,11 +406,27 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
     t0 = time.monotonic()
     root = Path(root).resolve()
     folder = Path(log_dir or root / "runs" / "launch").resolve() / "%j"
-    todo = waves(root, stale_stages(root), overrides)
+    inflight = InFlight(root / "runs" / "launch" / "inflight.json")
+    still = inflight.alive()
+    if still:  # an earlier launcher died while these ran: a second copy would write the same run folders
+        print(f"ifer launch: {len(still)} job(s) of an earlier launch still run ({', '.join(sorted(still))}): wait "
+              f"for them or cancel them (scancel / kill {' '.join(sorted(set(still.values())))}), then run "
+              "`ifer launch` again", file=sys.stderr)
+        return 1
+    # what may run: the stale stages and their dependants; before each wave `dvc status` says which of that wave
+    # really are stale now that the waves before it have run (a rerun upstream whose outputs changed makes its
+    # dependants stale; one whose outputs came out the same does not), as `dvc repro` decides stage by stage
+    todo = waves(root, stale_stages(root), overrides, downstream=True)
     local = executor == "local"
+    watch = _Watch(local or not todo)
     pool = list(gpus) if gpus is not None else (local_gpus() if local else [])
     failed = []
-    for jobs in todo:
+    ran = 0
+    for k, jobs in enumerate(todo):
+        if k:
+            now = stale_stages(root)
+            jobs = [j for j in jobs if j.stage in now]
+        ran += len(jobs)
         pending = [(j, 0) for j in jobs]
         running = []  # (job, attempt, submitit job, gpu ids)
         free = list(pool)
@@ -294,6 +434,12 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
         while pending or running:
             while pending and len(running) < cap:
                 j, attempt = pending[0]
+                if local and int(j.resources.get("nodes", 1)) > 1:
+                    failed.append(f"ifer launch: {j.stage} needs {j.resources['nodes']} nodes: use --executor slurm "
+                                  "(or launcher.nnodes=1 on one machine)")
+                    print(failed[-1], file=sys.stderr)
+                    pending.pop(0)
+                    continue
                 need = int(j.resources["gpus"]) if (local and pool) else 0
                 if need > len(free):
                     if not running:  # can never fit
@@ -312,6 +458,7 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
                 ex.update_parameters(name=j.stage)
                 try:
                     running.append((j, attempt, ex.submit(StageJob(), str(root), j.cmd, threads), ids))
+                    inflight.add(j.stage, executor, str(running[-1][2].job_id))
                 except (submitit.core.utils.FailedJobError, OSError) as e:  # sbatch refused it / is missing
                     free += ids
                     first = next((ln for ln in str(e).splitlines() if "fatal" in ln or "error" in ln),
@@ -319,11 +466,14 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
                     failed.append(f"ifer launch: {j.stage} could not be submitted: {first.strip()}")
                     print(failed[-1], file=sys.stderr)
             time.sleep(poll_s)
-            for item in [r for r in running if r[2].done()]:
+            for item in [r for r in running if watch.done(r[2])]:
                 running.remove(item)
                 j, attempt, sj, ids = item
+                inflight.remove(j.stage)
                 free += ids
                 try:
+                    if watch.vanished(sj):  # gone from squeue without a result: cancelled, or its node lost
+                        raise submitit.core.utils.UncompletedJobError(f"job {sj.job_id} left SLURM without a result")
                     sj.result()
                     _commit(root, [j])  # at once: a crash of the launcher later loses no finished stage
                 except Exception as e:
@@ -337,20 +487,23 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
                                       f"{', killed' if killed else ''}); log: {sj.paths.stderr}")
                         print(failed[-1], file=sys.stderr)
         if failed:
-            later = sum(len(w) for w in todo if w[0].wave > jobs[0].wave)
+            later = sum(len(w) for w in todo[k + 1:])
             print(f"ifer launch: {len(failed)} job(s) failed; {later} dependent job(s) not started; "
                   "fix the cause and run `ifer launch` again (finished stages are recorded)", file=sys.stderr)
             return 1
-    left = stale_stages(root)
+    # always_changed stages (fingerprint_inputs) are stale by definition, and `dvc repro` reruns them every time
+    # (cheap; their outputs come out the same); .dvc files (datasets.dvc) are data, not stages
+    names, always = _pipeline(root)
+    left = (stale_stages(root) & names) - always
     dry = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry"], cwd=root, capture_output=True,
                          text=True).stdout
-    would = [ln.split("'")[1] for ln in dry.splitlines() if ln.startswith("Running stage '")]
+    would = [n for n in (ln.split("'")[1] for ln in dry.splitlines() if ln.startswith("Running stage '"))
+             if n not in always]
     if left or would:
         print(f"ifer launch: every job finished, but dvc status calls {sorted(left)} stale and `dvc repro` would run "
               f"{would}: dvc.lock does not record them", file=sys.stderr)
         return 1
-    n = sum(len(w) for w in todo)
-    print(f"ifer launch: {n} job(s) in {len(todo)} wave(s) done in {time.monotonic() - t0:.0f} s; dvc status is "
+    print(f"ifer launch: {ran} job(s) in {len(todo)} wave(s) done in {time.monotonic() - t0:.0f} s; dvc status is "
           "clean and `dvc repro` has nothing to run", file=sys.stderr)
     return 0
 

@@ -54,6 +54,16 @@ def test_failed_job_is_reported(toy, capsys):
     assert not os.path.exists(toy / "b.txt")
 
 
+def test_dependants_of_a_rerun_stage_whose_output_changed_run_too(toy):
+    """`dvc status` names a stage whose *own* inputs changed; b and c become stale only once a has rerun with a new
+    output, so launch asks again before each wave (as `dvc repro` does), else dvc.lock ends inconsistent."""
+    assert launch(toy, "local", parallel=2) == 0
+    (toy / "dvc.yaml").write_text(DVC_YAML.replace("echo a > a.txt", "echo a2 > a.txt"))
+    assert stale_stages(toy) == {"a"}
+    assert launch(toy, "local", parallel=2) == 0
+    assert (toy / "b.txt").read_text() == (toy / "c.txt").read_text() == "a2\n" and stale_stages(toy) == set()
+
+
 def test_each_local_job_gets_its_own_gpus(toy):
     """A local pool hands each job its own CUDA_VISIBLE_DEVICES (submitit's visible_gpus), never all of them 0."""
     (toy / "dvc.yaml").write_text(DVC_YAML.replace("cat a.txt > b.txt", "echo $CUDA_VISIBLE_DEVICES > b.txt")
@@ -111,3 +121,69 @@ def test_unknown_resource_key_is_one_clear_error():
 
     with pytest.raises(ConfigError, match="unknown resource key"):
         resources_for("train_fer", {"train_fer": {"gpu": 1}})
+
+
+def test_a_rerun_after_the_launcher_died_waits_for_its_orphaned_jobs(toy, capsys):
+    """A launcher that dies leaves its jobs running; the next `ifer launch` must not start the same stages beside
+    them (two writers of one run folder). A job recorded in inflight.json that still runs blocks, one that ended
+    does not."""
+    import json
+
+    state = toy / "runs" / "launch" / "inflight.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"a": ["local", str(os.getpid())]}))  # this process: alive
+    assert launch(toy, "local", parallel=2) == 1
+    assert "1 job(s) of an earlier launch still run (a)" in capsys.readouterr().err
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    state.write_text(json.dumps({"a": ["local", str(dead.pid)]}))
+    assert launch(toy, "local", parallel=2) == 0 and stale_stages(toy) == set()
+    assert json.loads(state.read_text()) == {}
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A one-node SLURM on this machine (tools/slurm_single_node.sh installs slurm-wlm + munge with apt when root),
+    on other ports than the regression session's. Where it cannot start, the test is skipped saying why."""
+    d = tmp_path_factory.mktemp("slurm")
+    script = os.path.join(ROOT, "tools", "slurm_single_node.sh")
+    env = {**os.environ, "IFER_SLURMCTLD_PORT": "6917", "IFER_SLURMD_PORT": "6918"}
+    p = subprocess.run(["bash", script, "start", str(d)], capture_output=True, text=True, env=env, timeout=900)
+    if p.returncode != 0:
+        pytest.skip((p.stderr.strip().splitlines() or [f"slurm_single_node.sh exited {p.returncode}"])[-1])
+    yield str(d / "slurm.conf")
+    subprocess.run(["bash", script, "stop", str(d)])
+
+
+@pytest.mark.slow
+def test_slurm_jobs_killed_or_cancelled_are_resubmitted_and_dvc_is_clean(toy, slurm, capsys, monkeypatch):
+    """On a real (one-node) SLURM: stage a SIGKILLs its own command once (the OOM killer, a scheduler's kill);
+    stage b's whole job is cancelled once with `scancel -s KILL` (no result file: the launcher learns it from
+    squeue). Both are resubmitted, every stage ends recorded, dvc status is clean."""
+    import threading
+    import time
+
+    monkeypatch.setenv("SLURM_CONF", slurm)
+    kill_once = "'if test -f killed_once; then echo a > a.txt; else touch killed_once; kill -9 $$; fi'"
+    cancel_once = "'if test -f b_started; then cat a.txt > b.txt; else touch b_started; sleep 120; fi'"
+    (toy / "dvc.yaml").write_text(DVC_YAML.replace("sleep 1 && echo a > a.txt", kill_once)
+                                  .replace("sleep 1 && cat a.txt > b.txt", cancel_once))
+
+    def cancel_b():
+        for _ in range(600):
+            if (toy / "b_started").exists():
+                subprocess.run(["scancel", "-s", "KILL", "-n", "b"], env={**os.environ, "SLURM_CONF": slurm})
+                return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=cancel_b, daemon=True)
+    t.start()
+    res = {"default": {"gpus": 0, "cpus": 1, "mem_gb": 1, "time_min": 10}}
+    assert launch(toy, "slurm", parallel=2, overrides=res, retries=1, poll_s=0.5) == 0
+    err = capsys.readouterr().err
+    assert "a was killed; resubmitting" in err and "b was killed; resubmitting" in err
+    assert "sacct cannot answer" in err  # this SLURM has no accounting database: squeue is asked instead
+    assert stale_stages(toy) == set() and (toy / "b.txt").read_text() == "a\n"
