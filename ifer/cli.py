@@ -113,7 +113,7 @@ _SUMMARY = {
     "config": "print or save a resolved config (defaults <- profile <- --params files <- key=value overrides)",
     "weights": "list every pretrained weight file the config reads: path, present or missing, source, what for",
     "predict": "predict the expression of the face in every photo of FOLDER (CSV, one row per file)",
-    "eval-checkpoint": "evaluate an official ASIT or IFER CHECKPOINT on a dataset's test split",
+    "eval-checkpoint": "evaluate an official ASIT or IFER CHECKPOINT, or a suite best.pt, on a dataset's test split",
     "invert": "invert the inversion test set with the trained ASIT (or, with --folder, your own photos)",
     "compare": "do two results folders (or git:REV:PATH) agree within the statistical tolerance, per metric? "
                "exit 1 on any disagreement (rule: ifer/report/compare.py)",
@@ -145,7 +145,8 @@ _EXAMPLES = {
     "predict": ["ifer predict photos/ --checkpoint runs/tiny/fer/clean/ifer/synthfer/seed0/best.pt",
                 "ifer predict photos/ --checkpoint model_best.pth.tar --profile paper   # the official IFER file"],
     "eval-checkpoint": ["ifer eval-checkpoint ifer_rafdb.pth.tar --dataset rafdb --profile paper",
-                        "ifer eval-checkpoint best_model.pt --dataset celebahq --profile paper   # official ASIT"],
+                        "ifer eval-checkpoint best_model.pt --dataset celebahq --profile paper   # official ASIT",
+                        "ifer eval-checkpoint runs/tiny/fer/clean/ke2nt_minilm/synthfer/seed0/best.pt --dataset synthfer"],
     "invert": ["ifer invert --params params.yaml seed=1        # stage: the ASIT run of seed 1",
                "ifer invert --folder photos/ --checkpoint asit_best.pt   # your photos -> photos_inversions/"],
     "compare": ["ifer compare git:HEAD:results/tiny results/tiny",
@@ -253,15 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("predict", "FOLDER [key.sub=value ...]", "FOLDER: the photos (JPEG/PNG, any size or mode, EXIF-rotated; "
             "one CSV row per file), then any key.sub=value config overrides", positional="folder")
     p.add_argument("--checkpoint", required=True, help="suite best.pt, or the official IFER file (see --class-folders)")
-    p.add_argument("--method", default="ifer", help="FER method of the checkpoint (fer_methods key; default ifer)")
+    p.add_argument("--method", default=None, help="only for a suite checkpoint that records no meta (older files): "
+                   "its fer_methods key; a current best.pt says what it is")
     p.add_argument("--class-folders", default=None, help="official IFER file only: the authors' class folders "
                    "(default 1,2,3,4,5,6,7: RAF-DB numbering, an assumption)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: bf16 only with native CPU bf16 and >= 99.5%% measured fp32/bf16 agreement")
-    p.add_argument("--agreement-dataset", default=None, help="test split for the agreement (default: first FER dataset)")
+    p.add_argument("--agreement-dataset", default=None, help="test split for the agreement (default: the checkpoint's dataset, else the first FER dataset)")
     p.add_argument("--out", default=None, help="CSV path (default <folder>_predictions.csv)")
-    p = add("eval-checkpoint", "CHECKPOINT [key.sub=value ...]", "CHECKPOINT: an official ASIT (encoder.*/decoder.*) "
-            "or IFER (timm) checkpoint file, then any key.sub=value config overrides", positional="checkpoint")
+    p = add("eval-checkpoint", "CHECKPOINT [key.sub=value ...]", "CHECKPOINT: a suite best.pt (rebuilt from its "
+            "meta), or an official ASIT (encoder.*/decoder.*) or IFER (timm) checkpoint file, then any key.sub=value "
+            "config overrides", positional="checkpoint")
     p.add_argument("--dataset", required=True, help="FER dataset (rafdb, sfew, affectnet7, ...) or inversion test set")
     p.add_argument("--class-folders", default="1,2,3,4,5,6,7",
                    help="the authors' class-folder names (ImageFolder sorts them into the head order); default "
@@ -651,21 +654,19 @@ def _weights(cfg, args) -> int:
 def _predict(cfg, args) -> int:
     from pathlib import Path
 
-    from ifer.data.build import eval_transform_from, fer_eval_transform
+    from ifer.data.build import eval_transform_from
     from ifer.eval.predict import load_classifier, precision_for, predict_folder, write_csv
 
     folders = args.class_folders.split(",") if args.class_folders else None
     model, names = load_classifier(cfg, args.checkpoint, args.method, folders)
-    precision, why, _ = precision_for(cfg, model, args.checkpoint, args.precision, args.method, args.agreement_dataset)
+    precision, why, _ = precision_for(cfg, model, args.checkpoint, args.precision, args.agreement_dataset)
     print(f"precision: {precision} ({why})")
     if hasattr(model, "order"):
         print(f"class order of the official head: {', '.join(model.order)} (from class folders "
               f"{args.class_folders or '1,2,3,4,5,6,7'}; an assumption unless you know the authors' folders)")
-        print("  " + "\n  ".join(f"{k}: {v}" for k, v in model.choices.items()))
-    # the official file is normalised from its own args (model.preprocessing), the suite's from the recipe
-    transform = eval_transform_from(model.preprocessing) if hasattr(model, "preprocessing") else \
-        fer_eval_transform(cfg.fer_methods[args.method].train)
-    rows = predict_folder(model, args.folder, names, transform, precision)
+    print("  " + "\n  ".join(f"{k}: {v}" for k, v in model.choices.items()))
+    # normalised as the file says: the official file from its own args, the suite's from its meta
+    rows = predict_folder(model, args.folder, names, eval_transform_from(model.preprocessing), precision)
     out = write_csv(rows, args.out or f"{Path(args.folder).resolve()}_predictions.csv")
     found = sum(r["face_found"] for r in rows)
     print(f"{len(rows)} files, {found} with a face, {sum(r['status'].startswith('unreadable') for r in rows)} "

@@ -570,6 +570,28 @@ def build_fer_model(cfg: Config, method: str, num_classes: int):
     return model
 
 
+def fer_checkpoint_meta(cfg: Config, method: str, dataset: str, seed: int, class_names, model=None) -> dict:
+    """What a FER ``best.pt`` records about itself, so ``ifer predict`` / ``ifer eval-checkpoint`` rebuild and
+    normalise it without ``--method``: the method and its model section (name, kwargs), quirk mode and resolved
+    flags, classes in head order, evaluation preprocessing, profile, protocol, dataset, seed, init and git state.
+
+        python -c "import torch; print(torch.load('runs/tiny/fer/clean/ifer/synthfer/seed0/best.pt', weights_only=True)['meta'])"
+    """
+    from ifer.core.quirks import resolved_quirks
+    from ifer.data.build import fer_preprocessing
+    from ifer.eval.released import FER_CHECKPOINT_FORMAT
+    from ifer.report.provenance import git_state
+
+    section = {k: v for k, v in cfg.fer_methods[method].to_dict().items() if k != "train"}
+    quirks = resolved_quirks(getattr(model, "quirks_mode", "as_described")) if model is not None else None
+    meta = {"format": FER_CHECKPOINT_FORMAT, "method": method, "model": section["model"], "section": section,
+            "mode": cfg.ifer.mode, "quirks": quirks, "num_classes": len(class_names),
+            "class_names": list(class_names), "preprocessing": fer_preprocessing(cfg.fer_methods[method].train),
+            "profile": cfg.profile, "protocol": cfg.protocol, "dataset": dataset, "seed": int(seed),
+            "init": init_label(cfg, method), "git": git_state()}
+    return json.loads(json.dumps(meta, default=str))  # plain JSON types: read back with weights_only=True
+
+
 def stage_train_fer(cfg: Config, info: DistInfo, methods=None, datasets=None, seeds=None, resume: bool = True,
                     stop_after_epochs: int | None = None, resume_override: bool = False, protocols=None):
     """Train every protocol x method x dataset x seed given (default: all configured) under its protocol's config."""
@@ -617,7 +639,9 @@ def _train_fer_protocol(cfg: Config, info: DistInfo, methods, datasets, seeds, r
                                 eval_batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
                                 resume=resume, stop_after_epochs=stop_after_epochs,
                                 model_name=cfg.fer_methods[method].model,
-                                config_section=f"fer_methods.{method}.train", resume_override=resume_override)
+                                config_section=f"fer_methods.{method}.train", resume_override=resume_override,
+                                checkpoint_meta=fer_checkpoint_meta(cfg, method, dataset, seed, splits.class_names,
+                                                                    model) if info.is_main else None)
                 if run is not None:
                     write_json(out / "result.json", {"method": method, "dataset": dataset, "seed": seed,
                                                      "protocol": cfg.protocol, "best_epoch": run.best_epoch,

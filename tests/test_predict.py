@@ -3,6 +3,7 @@ RGBA, 16-bit), EXIF rotation, a photo without a face, a truncated JPEG and a non
 Hopper's portrait that ships with matplotlib (``sample_data/grace_hopper.jpg``, a declared dependency)."""
 import csv
 import io
+import json
 from pathlib import Path
 
 import matplotlib
@@ -81,10 +82,13 @@ def test_detector_finds_the_face_and_aligns_it(photos):
 
 
 def _suite_checkpoint(tmp_path):
+    from ifer.stages import fer_checkpoint_meta
+
     torch.manual_seed(0)
     model = create_model("ifer_tiny", num_classes=7).eval()
     path = tmp_path / "best.pt"
-    torch.save({"model": model.state_dict(), "epoch": 3}, path)
+    meta = fer_checkpoint_meta(load_config("tiny"), "ifer", "synthfer", 0, EXPRESSIONS_7, model)
+    torch.save({"model": model.state_dict(), "epoch": 3, "meta": meta}, path)
     return model, path
 
 
@@ -162,7 +166,8 @@ def test_precision_auto_measures_once_and_stores_agreement(tmp_path, monkeypatch
     generate_synthfer(root, SynthFERConfig(n_train_identities=1, n_val_identities=1, n_test_identities=1,
                                            images_per_identity=7), workers=1)
     cfg = load_config("tiny", overrides=[f"data.synthfer.out={root}", "eval.batch_size=4"])
-    model, ckpt = _suite_checkpoint(tmp_path)
+    _, ckpt = _suite_checkpoint(tmp_path)
+    model, _ = predict_mod.load_classifier(cfg, ckpt)  # as the CLI loads it: with its recorded preprocessing
     monkeypatch.setattr(predict_mod, "native_bf16", lambda: (True, "CPU has avx512_bf16"))
     precision, why, measured = predict_mod.precision_for(cfg, model, ckpt, "auto")
     assert measured["n"] == 7 and measured["dataset"] == "synthfer"
@@ -173,3 +178,106 @@ def test_precision_auto_measures_once_and_stores_agreement(tmp_path, monkeypatch
     assert predict_mod.precision_for(cfg, model, ckpt, "auto")[2] == measured
     monkeypatch.setattr(predict_mod, "native_bf16", lambda: (False, "no bf16 here"))
     assert predict_mod.precision_for(cfg, model, ckpt, "auto")[:2] == ("fp32", "no bf16 here")
+
+
+# ------------------------------------------------------------------ self-describing suite checkpoints (issue 18.1)
+TINY_METHODS = ("ifer", "fer_resnet18", "ke2nt_minilm", "disentangled")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real one-epoch ``ifer train-fer`` per tiny method on a 7-image SynthFER: its best.pt, as users get it."""
+    from tests.toy import tiny_synthfer
+
+    synth = tiny_synthfer(tmp_path_factory, n_train_identities=1)
+    runs = tmp_path_factory.mktemp("runs")
+    out = {}
+    for method in TINY_METHODS:
+        assert main(["train-fer", "--profile", "tiny", "--method", method, "--dataset", "synthfer", "--seed", "0",
+                     f"data.synthfer.out={synth}", f"paths.runs={runs}", f"paths.results={runs / 'results'}",
+                     "protocol_overrides.clean.ifer.init=scratch", f"fer_methods.{method}.train.epochs=1",
+                     f"fer_methods.{method}.train.batch_size=4", "device=cpu"]) == 0
+        (out[method],) = runs.rglob(f"fer/*/{method}/synthfer/seed0/best.pt")
+    return synth, out
+
+
+@pytest.mark.parametrize("method", TINY_METHODS)
+def test_suite_checkpoint_says_what_it_is_and_predict_needs_no_method(photos, trained, method, tmp_path, capsys):
+    """best.pt records model, kwargs, mode and quirks, classes, preprocessing, profile, protocol and git; ``ifer
+    predict`` without --method rebuilds exactly that network: its probabilities equal the stage's own model
+    (built by ``stages.build_fer_model``, the trained weights loaded) fed the recipe's eval transform."""
+    from ifer import stages
+    from ifer.data.build import fer_eval_transform, fer_preprocessing
+
+    _, ckpts = trained
+    saved = torch.load(ckpts[method], weights_only=True)
+    meta = saved["meta"]
+    cfg = load_config("tiny", overrides=["ifer.init=scratch"])  # what the clean overlay resolved to in training
+    assert meta["format"] == "ifer-suite/fer-checkpoint/1" and meta["method"] == method
+    assert meta["model"] == cfg.fer_methods[method].model and meta["section"]["kwargs"] == {}
+    assert meta["class_names"] == list(EXPRESSIONS_7) and meta["num_classes"] == 7
+    assert meta["preprocessing"] == fer_preprocessing(cfg.fer_methods[method].train)
+    assert meta["profile"] == "tiny" and meta["protocol"] == "clean" and meta["dataset"] == "synthfer"
+    assert meta["seed"] == 0 and meta["mode"] == cfg.ifer.mode and set(meta["quirks"]) == {"mode", "flags"}
+    assert len(meta["git"]["sha"] or "") in (0, 40)
+
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(photos), "--checkpoint", str(ckpts[method]), "--precision", "fp32",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"method: {method}" in text and "source: recorded in the file (meta)" in text
+    assert f"{len(FACES)} with a face" in text
+    got = {r["file"]: r for r in csv.DictReader(out.open())}
+
+    model = stages.build_fer_model(stages.with_seed(cfg, 0), method, 7)
+    model.load_state_dict(saved["model"])
+    want = {r["file"]: r for r in predict_folder(model.eval(), photos, EXPRESSIONS_7,
+                                                 fer_eval_transform(cfg.fer_methods[method].train))}
+    for name in FACES:
+        assert got[name]["predicted"] == want[name]["predicted"], name
+        for c in EXPRESSIONS_7:  # the CSV rounds to 6 decimals
+            assert abs(float(got[name][f"p_{c}"]) - want[name][f"p_{c}"]) <= 1e-6, (name, c)
+
+
+def test_suite_checkpoint_method_mismatch_and_old_files_are_one_line(photos, trained, tmp_path, capsys):
+    _, ckpts = trained
+    assert main(["predict", str(photos), "--checkpoint", str(ckpts["ifer"]), "--method", "disentangled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "records method 'ifer'" in err[0]
+    # a file written before checkpoints described themselves: without --method it says what to pass ...
+    old = tmp_path / "old_best.pt"
+    saved = torch.load(ckpts["disentangled"], weights_only=True)
+    torch.save({"model": saved["model"], "epoch": saved["epoch"]}, old)
+    assert main(["predict", str(photos), "--checkpoint", str(old)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "records no 'meta'" in err[0] and "--method" in err[0]
+    # ... and with it, the current config's choices are listed as assumptions
+    assert main(["predict", str(photos), "--checkpoint", str(old), "--method", "disentangled", "--precision", "fp32",
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert "assumptions: ['model: disentangled_tiny" in capsys.readouterr().out
+
+
+def test_eval_checkpoint_scores_a_suite_checkpoint_like_eval_fer(trained, tmp_path, capsys):
+    """``ifer eval-checkpoint best.pt`` rebuilds the network from its meta and scores the test split: the same
+    metrics as fer_metrics over the stage model's own predictions."""
+    from ifer import stages
+    from ifer.data.build import fer_datasets
+    from ifer.eval.classify import predict
+    from ifer.metrics.fer import fer_metrics
+
+    synth, ckpts = trained
+    out = tmp_path / "r.json"
+    assert main(["eval-checkpoint", str(ckpts["ke2nt_minilm"]), f"data.synthfer.out={synth}", "device=cpu",
+                 "--dataset", "synthfer", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "ke2nt_minilm (checkpoint) on synthfer test" in text and "head order (recorded in the file)" in text
+    result = json.loads(out.read_text())
+    assert result["kind"] == "suite_fer" and result["choices"]["method"] == "ke2nt_minilm"
+    cfg = load_config("tiny", overrides=[f"data.synthfer.out={synth}"])
+    model = stages.build_fer_model(stages.with_seed(cfg, 0), "ke2nt_minilm", 7)
+    model.load_state_dict(torch.load(ckpts["ke2nt_minilm"], weights_only=True)["model"])
+    test = fer_datasets(cfg, "synthfer", cfg.fer_methods.ke2nt_minilm.train, eval_only=True).test
+    pred = predict(model.eval(), test, 64, "cpu")
+    want = fer_metrics(pred["logits"], pred["labels"], 7)
+    assert result["test"]["accuracy"] == want["accuracy"]
+    assert result["test"]["confusion_matrix"] == want["confusion_matrix"]

@@ -237,6 +237,15 @@ def eval_transform_from(prep: dict) -> T.Compose:
                             interpolation=prep["interpolation"], mean=tuple(prep["mean"]), std=tuple(prep["std"]))
 
 
+def recipe_with_preprocessing(recipe, prep: dict):
+    """``recipe`` with its evaluation keys (``img_size``, ``crop_pct``, ``interpolation``, ``mean``, ``std``) taken
+    from a ``fer_preprocessing`` record, e.g. a checkpoint's own, so ``fer_datasets`` normalises as the file says."""
+    from ifer.core.config import Config
+
+    return Config({**recipe.to_dict(), "img_size": prep["input_size"][1:], "crop_pct": prep["crop_pct"],
+                   "interpolation": prep["interpolation"], "mean": prep["mean"], "std": prep["std"]})
+
+
 def fer_eval_transform(recipe) -> T.Compose:
     # one definition of the eval pipeline: what training scores with is what a checkpoint's meta records
     return eval_transform_from(fer_preprocessing(recipe))

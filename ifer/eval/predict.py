@@ -10,6 +10,7 @@ checkpoint's measured fp32/bf16 top-1 agreement on a test split is >= ``BF16_MIN
 The agreement is measured once per checkpoint and stored next to it (``<checkpoint>.bf16_agreement.json``).
 
     ifer predict photos/ --checkpoint runs/tiny/fer/clean/ifer/synthfer/seed0/best.pt --out predictions.csv
+    ifer predict photos/ --checkpoint runs/tiny/fer/clean/disentangled/synthfer/seed0/best.pt   # no --method: the file says
     ifer invert photos/ --folder --checkpoint runs/tiny/asit/asit_best.pt --out inversions/
 """
 from __future__ import annotations
@@ -85,41 +86,41 @@ def agreement_sidecar(checkpoint: str | Path) -> Path:
     return Path(f"{checkpoint}.bf16_agreement.json")
 
 
-def load_classifier(cfg, checkpoint: str | Path, method: str = "ifer",
+def load_classifier(cfg, checkpoint: str | Path, method: str | None = None,
                     class_folders: Sequence[str] | None = None) -> tuple[torch.nn.Module, tuple[str, ...]]:
-    """A FER model from the suite's own checkpoint (``best.pt``: canonical class order) or the official IFER
-    file (a timm CheckpointSaver file with ``args``: head remapped from ``class_folders``)."""
-    from ifer.core.loading import extract_state_dict, load_state_dict_strict, read_checkpoint
+    """A FER model and its class names, in the network and normalisation the file says: the suite's own
+    ``best.pt`` from its ``meta`` (``method`` only for older files without it), or the official IFER file (a timm
+    CheckpointSaver file with ``args``: ``as_released``, head remapped from ``class_folders``). The model has
+    ``preprocessing`` (for ``eval_transform_from``) and ``choices`` (every choice made, printed by the CLI)."""
+    from ifer.core.loading import read_checkpoint
     from ifer.data.labels import class_names
-    from ifer.eval.released import DEFAULT_CLASS_FOLDERS, load_released_ifer
-    from ifer.models.registry import create_model
+    from ifer.eval.released import DEFAULT_CLASS_FOLDERS, load_released_ifer, load_suite_classifier, suite_meta
 
     ckpt = read_checkpoint(checkpoint)
-    if "args" in ckpt and method == "ifer":
+    if "args" in ckpt and suite_meta(ckpt) is None and method in (None, "ifer"):
         model = load_released_ifer(cfg, Path(checkpoint), ckpt, class_folders or DEFAULT_CLASS_FOLDERS)
         return model, class_names(len(model.order))
-    sd = extract_state_dict(ckpt)
-    model = create_model(cfg.fer_methods[method].model, num_classes=7)
-    load_state_dict_strict(model, sd, source=checkpoint)
-    return model.eval(), class_names(7)
+    model = load_suite_classifier(cfg, Path(checkpoint), ckpt, method)
+    return model, model.class_names
 
 
-def precision_for(cfg, model: torch.nn.Module, checkpoint: str | Path, requested: str, method: str = "ifer",
+def precision_for(cfg, model: torch.nn.Module, checkpoint: str | Path, requested: str,
                   dataset: str | None = None) -> tuple[str, str, dict | None]:
     """``choose_precision`` with the checkpoint's agreement: read from its sidecar, else measured on the test
-    split of ``dataset`` (default: the first configured FER dataset) and stored. Returns (precision, reason,
-    the measurement or None)."""
+    split of ``dataset`` (default: the dataset the checkpoint records, else the first configured FER dataset),
+    normalised as ``model.preprocessing`` says, and stored. Returns (precision, reason, the measurement or None)."""
     native = native_bf16()
     if requested != "auto" or not native[0]:
         return (*choose_precision(requested, None, native), None)
-    dataset = dataset or cfg.data.fer.datasets[0]
+    dataset = dataset or getattr(model, "choices", {}).get("dataset") or cfg.data.fer.datasets[0]
     sidecar = agreement_sidecar(checkpoint)
     measured = json.loads(sidecar.read_text()) if sidecar.is_file() else None
     if measured is None or measured.get("dataset") != dataset:
-        from ifer.data.build import fer_datasets
+        from ifer.data.build import fer_datasets, recipe_with_preprocessing
 
         try:
-            test = fer_datasets(cfg, dataset, cfg.fer_methods[method].train, eval_only=True).test
+            recipe = recipe_with_preprocessing(cfg.fer_methods.ifer.train, model.preprocessing)
+            test = fer_datasets(cfg, dataset, recipe, eval_only=True).test
         except (DataError, FileNotFoundError) as e:
             return "fp32", f"fp32/bf16 agreement not measurable on {dataset}: {e}", None
         measured = {"dataset": dataset, "split": "test", "checkpoint": str(checkpoint),

@@ -7,6 +7,8 @@ Two official formats are recognised from their keys:
 * IFER: a timm CheckpointSaver file (``state_dict`` with ``feature_model.*``/``head.*``, an argparse ``Namespace``
   in ``args``) -> FER metrics on the test split of a FER dataset (``rafdb``, ``sfew``, ``affectnet7``, ...).
 
+The suite's own FER ``best.pt`` (``{model, epoch, meta}``) is scored the same way, rebuilt from its ``meta``.
+
 The released IFER head follows ImageFolder's alphabetical order of the authors' class-folder names, which were
 never published. ``class_folders`` names them explicitly; the default assumes RAF-DB's own numbering ``1..7``
 (``1`` surprise, ``2`` fear, ``3`` disgust, ``4`` happy, ``5`` sad, ``6`` anger, ``7`` neutral). The logits are
@@ -34,8 +36,24 @@ WRONG_ORDER_NOTE = ("a wrong class order is not an error: it shows up as a confu
                     "the accuracy")
 
 
+#: ``meta['format']`` of the suite's self-describing FER checkpoints (``ifer.stages.fer_checkpoint_meta`` writes it)
+FER_CHECKPOINT_FORMAT = "ifer-suite/fer-checkpoint/1"
+#: what the CLI says when a file cannot tell which network it holds
+NO_META = ("records no 'meta' (written before suite checkpoints described themselves, or not a suite file): pass "
+           "--method <fer_methods key> to say which network it is")
+
+
+def suite_meta(ckpt: dict) -> dict | None:
+    """The ``meta`` record of a suite FER checkpoint (``best.pt``), or None."""
+    meta = ckpt.get("meta")
+    return meta if isinstance(meta, dict) and meta.get("format") == FER_CHECKPOINT_FORMAT else None
+
+
 def checkpoint_kind(ckpt: dict, source: str | Path) -> str:
-    """``asit`` or ``ifer`` from the official key layout; anything else is a one-line CheckpointError."""
+    """``asit`` or ``ifer`` from the official key layout, ``suite_fer`` for the suite's own self-describing FER
+    checkpoint; anything else is a one-line CheckpointError."""
+    if suite_meta(ckpt) is not None:
+        return "suite_fer"
     try:
         sd = extract_state_dict(ckpt)
     except KeyError as e:
@@ -153,6 +171,51 @@ def load_released_ifer(cfg, path: Path, ckpt: dict, class_folders: Sequence[str]
     return head
 
 
+def load_suite_classifier(cfg, path: Path, ckpt: dict, method: str | None = None) -> torch.nn.Module:
+    """A FER network from the suite's own checkpoint, built from what the file records (``meta``: model section,
+    mode, classes, preprocessing): no ``--method`` needed. A file without ``meta`` (older suite files) needs
+    ``method``; then the choices come from the current config and are listed as assumptions.
+    ``model.class_names``, ``model.preprocessing`` and ``model.choices`` say what was used."""
+    from ifer.core.quirks import resolved_quirks
+    from ifer.data.build import fer_preprocessing
+    from ifer.models.registry import build_from_record
+
+    meta = suite_meta(ckpt)
+    assumed = []
+    if meta is not None:
+        if method is not None and method != meta["method"]:
+            raise ConfigError(f"--method {method}: {path} records method {meta['method']!r} (drop --method to use it)")
+        record, source = meta, "recorded in the file (meta)"
+    elif method is None:
+        raise CheckpointError(f"{path}: {NO_META}")
+    else:
+        if method not in cfg.fer_methods:
+            raise ConfigError(f"--method {method}: not a fer_methods key; known: {sorted(cfg.fer_methods)}")
+        section = {k: v for k, v in cfg.fer_methods[method].to_dict().items() if k != "train"}
+        record = {"method": method, "section": section, "model": section["model"], "num_classes": 7,
+                  "mode": cfg.ifer.mode, "class_names": list(class_names(7)), "quirks": None,
+                  "preprocessing": fer_preprocessing(cfg.fer_methods[method].train)}
+        source = f"the file records none: --method {method} and the {cfg.profile} config"
+        assumed = [f"model: {record['model']} with kwargs {section.get('kwargs') or {}} (fer_methods.{method})",
+                   f"7 classes in the canonical order {', '.join(record['class_names'])}",
+                   f"mode {record['mode']} (ifer.mode)", f"preprocessing from fer_methods.{method}.train"]
+    try:
+        model = build_from_record(record)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild {record.get('model')!r} from its record ({e})") from None
+    load_state_dict_strict(model, extract_state_dict(ckpt), source=path)
+    model.eval()
+    quirks = record.get("quirks") or resolved_quirks(getattr(model, "quirks_mode", "as_described"))
+    model.class_names = tuple(record["class_names"])
+    model.preprocessing = dict(record["preprocessing"])
+    model.choices = {"model": record["model"], "method": record["method"], "mode": quirks["mode"],
+                     "quirks": quirks["flags"], "preprocessing": model.preprocessing, "source": source,
+                     "class_names": list(model.class_names), "assumptions": assumed,
+                     **{k: record[k] for k in ("profile", "protocol", "dataset", "seed", "init") if k in record},
+                     **({"git_sha": (record.get("git") or {}).get("sha")} if "git" in record else {})}
+    return model
+
+
 def load_released_asit(cfg, path: Path, ckpt: dict):
     """An ASIT file in the official layout, built with the quirks it records (``opts['quirks']``, written by
     this suite) or, for the authors' file that records none, ``as_released``. ``net.choices`` says which."""
@@ -200,7 +263,13 @@ def evaluate_released(cfg, path: str | Path, dataset: str, class_folders: Sequen
     base = {"kind": kind, "checkpoint": str(path), "sha256": sha256_file(path), "dataset": dataset, "split": "test",
             "profile": cfg.profile, "saved_args": _namespace_summary(ckpt.get("args") or ckpt.get("opts"))}
     if kind == "ifer":
-        result = {**base, **_evaluate_fer(cfg, path, ckpt, dataset, class_folders, device)}
+        model = load_released_ifer(cfg, path, ckpt, class_folders)
+        result = {**base, **_evaluate_fer(cfg, path, model, dataset, device, "ifer (released weights)",
+                                          model.order, class_folders)}
+    elif kind == "suite_fer":
+        model = load_suite_classifier(cfg, path, ckpt)
+        result = {**base, **_evaluate_fer(cfg, path, model, dataset, device,
+                                          f"{model.choices['method']} (checkpoint)", model.class_names)}
     else:
         result = {**base, **_evaluate_inversion(cfg, path, ckpt, dataset, device)}
     # the network outputs (logits / reconstructions) are for tests that compare them with a reference forward
@@ -208,32 +277,33 @@ def evaluate_released(cfg, path: str | Path, dataset: str, class_folders: Sequen
     return (result, tensors) if return_outputs else result
 
 
-def _evaluate_fer(cfg, path, ckpt, dataset, class_folders, device) -> dict:
-    from ifer.core.config import Config
-    from ifer.data.build import fer_datasets
+def _evaluate_fer(cfg, path, model, dataset, device, method: str, head_order: Sequence[str],
+                  class_folders: Sequence[str] | None = None) -> dict:
+    """Score a loaded classifier (``model.preprocessing``: its own normalisation) on ``dataset``'s test split;
+    ``class_folders`` only for the official file, whose head order is derived from them."""
+    from ifer.data.build import fer_datasets, recipe_with_preprocessing
     from ifer.eval.classify import predict
     from ifer.metrics.fer import fer_metrics
 
-    model = load_released_ifer(cfg, path, ckpt, class_folders).to(device)
-    prep = model.preprocessing
+    model = model.to(device)
     # the file's own normalisation, not the suite recipe's: fer_datasets builds its eval transform from these keys
-    recipe = Config({**cfg.fer_methods.ifer.train.to_dict(), "img_size": prep["input_size"][1:],
-                     "crop_pct": prep["crop_pct"], "interpolation": prep["interpolation"], "mean": prep["mean"],
-                     "std": prep["std"]})
+    recipe = recipe_with_preprocessing(cfg.fer_methods.ifer.train, model.preprocessing)
     splits = fer_datasets(cfg, dataset, recipe, eval_only=True)
-    if splits.num_classes != len(model.order):
-        raise CheckpointError(f"{path}: its head has {len(model.order)} classes but {dataset} has {splits.num_classes}")
+    if splits.num_classes != len(head_order):
+        raise CheckpointError(f"{path}: its head has {len(head_order)} classes but {dataset} has {splits.num_classes}")
+    if class_folders is None and tuple(head_order) != tuple(splits.class_names):
+        raise CheckpointError(f"{path}: its classes {list(head_order)} are not {dataset}'s {list(splits.class_names)}")
     pred = predict(model, splits.test, cfg.eval.batch_size, device)
     m = fer_metrics(pred["logits"], pred["labels"], splits.num_classes)
-    method = "ifer (released weights)"
+    official = class_folders is not None
     return {
         "method": method, "test": m, "protocol": splits.protocol, "choices": model.choices, "_logits": pred["logits"],
-        "class_order": {"class_folders": list(class_folders), "head_order": list(model.order),
+        "class_order": {"class_folders": list(class_folders) if official else None, "head_order": list(head_order),
                         "canonical_order": list(splits.class_names),
-                        "assumption": None if tuple(class_folders) != DEFAULT_CLASS_FOLDERS else
+                        "assumption": None if not official or tuple(class_folders) != DEFAULT_CLASS_FOLDERS else
                         "the authors' class folders were named by RAF-DB's numbering 1..7 (not published; "
                         "pass --class-folders to change)",
-                        "note": WRONG_ORDER_NOTE},
+                        "note": WRONG_ORDER_NOTE if official else "head order recorded in the checkpoint"},
         "rows": [{"method": method, "dataset": dataset, "metric": k, "seed": 0, "value": m[k]}
                  for k in cfg.eval.fer_metrics],
     }
@@ -271,20 +341,26 @@ def _evaluate_inversion(cfg, path, ckpt, dataset, device) -> dict:
 
 
 def result_path(cfg, result: dict) -> Path:
-    """``results/<profile>/released/<kind>_<dataset>_<checkpoint stem>.json``."""
-    return Path(cfg.paths.results) / cfg.profile / "released" / \
-        f"{result['kind']}_{result['dataset']}_{Path(result['checkpoint']).stem}.json"
+    """``results/<profile>/released/<kind>_<dataset>_<checkpoint stem>.json`` for an official file (``ifer report``
+    merges those as "released weights" rows); ``results/<profile>/checkpoints/<method>_<dataset>_<stem>.json``
+    for a suite checkpoint, which the report does not merge (its runs are in the tables already)."""
+    stem = Path(result["checkpoint"]).stem
+    if result["kind"] == "suite_fer":
+        return Path(cfg.paths.results) / cfg.profile / "checkpoints" / \
+            f"{result['choices']['method']}_{result['dataset']}_{stem}.json"
+    return Path(cfg.paths.results) / cfg.profile / "released" / f"{result['kind']}_{result['dataset']}_{stem}.json"
 
 
 def describe(result: dict) -> str:
     """Human summary printed by the CLI: the numbers, the class-order assumption and the wrong-order warning."""
     lines = [f"{result['method']} on {result['dataset']} test ({result['checkpoint']}):"]
-    if result["kind"] == "ifer":
+    if result["kind"] in ("ifer", "suite_fer"):
         t = result["test"]
         lines.append(f"  accuracy {100 * t['accuracy']:.2f} %, mean class accuracy {100 * t['mean_class_accuracy']:.2f} %, "
                      f"n = {t['num_samples']}")
         co = result["class_order"]
-        lines.append(f"  head order (from class folders {','.join(co['class_folders'])}): {', '.join(co['head_order'])}")
+        lines.append(f"  head order (from class folders {','.join(co['class_folders'])}): {', '.join(co['head_order'])}"
+                     if co["class_folders"] else f"  head order (recorded in the file): {', '.join(co['head_order'])}")
         if co["assumption"]:
             lines.append(f"  assumption: {co['assumption']}")
         lines.append(f"  note: {co['note']}")
@@ -309,5 +385,9 @@ def _choice_lines(c: dict) -> list[str]:
              f"  preprocessing: input {'x'.join(map(str, p['input_size']))}, mean {p['mean']}, std {p['std']}, "
              + (f"interpolation {p['interpolation']}, crop_pct {p['crop_pct']} (resize to size / crop_pct, "
                 "centre crop)" if "crop_pct" in p else f"resize {p['resize']} (size from {p['size_source']})")]
+    if "source" in c:
+        lines.append(f"  what the file is: {c['source']}"
+                     + "".join(f", {k} {c[k]}" for k in ("method", "profile", "protocol", "dataset", "seed", "init",
+                                                        "git_sha") if c.get(k) is not None))
     lines += [f"  assumption: {a}" for a in c.get("assumptions", [])]
     return lines

@@ -100,3 +100,22 @@ def build_from_config(section: Mapping, **context):
     if context.get("num_classes") is not None:
         kwargs["num_classes"] = context["num_classes"]
     return create_model(name, **kwargs)
+
+
+#: kwargs that only say where a model's *starting* weights come from (an ImageNet file, a known-weights key):
+#: a trained checkpoint replaces those weights, so rebuilding it must not need the file.
+INIT_ONLY_KWARGS = ("pretrained_path", "known_weights")
+
+
+def build_from_record(record: Mapping):
+    """Rebuild the untrained network a self-describing checkpoint's ``meta`` names (``section``: its
+    ``model`` and ``kwargs``; ``num_classes``; ``mode``), without the start-weight files of
+    ``INIT_ONLY_KWARGS``: the caller loads the trained weights next.
+
+        python -c "import torch, ifer.models.registry as r; m = torch.load('best.pt', weights_only=True)['meta']; \
+    print(type(r.build_from_record(m)).__name__)"
+    """
+    section = dict(record["section"])
+    kwargs = {k: v for k, v in dict(section.get("kwargs") or {}).items() if k not in INIT_ONLY_KWARGS}
+    return build_from_config({**section, "kwargs": kwargs}, num_classes=int(record["num_classes"]),
+                             mode=record.get("mode") or "as_described")

@@ -133,6 +133,51 @@ def check_report(results: Path, methods: list[str], datasets: list[str], protoco
     return problems
 
 
+def check_checkpoints(work: Path, params: dict, python: Path, env: dict, log=print) -> list[str]:
+    """What a user does with the trained files, under ``paper``: ``ifer predict`` on a real photo (matplotlib's
+    Grace Hopper portrait) with each method's ``best.pt`` and no ``--method`` (the file says what it is), and
+    ``ifer eval-checkpoint`` on one of them. Returns the problems (a failed command, no prediction)."""
+    import csv
+
+    import matplotlib
+
+    photos = work / "photos"
+    photos.mkdir(exist_ok=True)
+    shutil.copy(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg", photos / "hopper.jpg")
+    runs = work / params["paths"]["runs"] / params["profile"] / "fer"
+    problems, first = [], None
+    for method in params["methods"]:
+        found = sorted(runs.glob(f"clean/{method}/*/seed*/best.pt"))
+        if not found:
+            problems.append(f"no clean best.pt of {method} under {runs}")
+            continue
+        first = first or (method, found[0])
+        out = work / f"predict_{method}.csv"
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(python), "-m", "ifer.cli", "predict", str(photos), "--checkpoint", str(found[0]),
+                               "--params", "params.yaml", "--precision", "fp32", "--out", str(out)],
+                              cwd=work, env=env, capture_output=True, text=True)
+        rows = list(csv.DictReader(out.open())) if out.is_file() else []
+        if proc.returncode != 0 or not rows or not rows[0]["predicted"]:
+            problems.append(f"ifer predict --checkpoint {found[0]} (no --method) failed (exit {proc.returncode}): "
+                            f"{(proc.stderr.strip().splitlines() or ['no prediction'])[-1]}")
+        else:
+            log(f"predict with {method} best.pt (no --method): {rows[0]['predicted']} "
+                f"({time.perf_counter() - t0:.1f} s)")
+    if first is not None:
+        method, ckpt = first
+        dataset = ckpt.parts[-3]
+        proc = subprocess.run([str(python), "-m", "ifer.cli", "eval-checkpoint", str(ckpt), "--dataset", dataset,
+                               "--params", "params.yaml", "--out", str(work / "eval_checkpoint.json")],
+                              cwd=work, env=env, capture_output=True, text=True)
+        if proc.returncode != 0 or "what the file is: recorded in the file (meta)" not in proc.stdout:
+            problems.append(f"ifer eval-checkpoint {ckpt} failed (exit {proc.returncode}): "
+                            f"{(proc.stderr.strip().splitlines() or ['no choices printed'])[-1]}")
+        else:
+            log(f"eval-checkpoint {method} best.pt on {dataset}: ok")
+    return problems
+
+
 def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = ".", seed: int = 0,
         python: str | os.PathLike | None = None, log=print) -> dict:
     """Write the rehearsal inputs, run ``dvc repro`` on the ``paper`` profile + ``rehearse`` layer in a scratch
@@ -184,6 +229,7 @@ def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = "."
     results = work / params["paths"]["results"] / params["profile"]
     problems = check_report(results, params["methods"], params["data"]["fer"]["datasets"],
                             params.get("protocols") or ["clean"])
+    problems += check_checkpoints(work, params, python, env, log)
     if problems:
         raise RehearsalError("rehearsal report incomplete: " + "; ".join(problems))
     tables = sorted(str(p) for p in results.glob("*_comparison.*"))

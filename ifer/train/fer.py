@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,13 +140,14 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
               model_selection: str = "val", num_classes: int | None = None, eval_batch_size: int = 64,
               num_workers: int = 0, resume: bool = True, stop_after_epochs: int | None = None,
               progress: bool = True, model_name: str | None = None, config_section: str = "train",
-              resume_override: bool = False) -> FERRun | None:
+              resume_override: bool = False, checkpoint_meta: Mapping | None = None) -> FERRun | None:
     """Train, select the best epoch on ``model_selection`` ('val' by default; 'test' only when asked, and recorded),
     then score the selected weights on the test set. Returns None when stopped early by ``stop_after_epochs``.
 
     ``last.pt`` records ``model_name``, the quirks mode and ``cfg`` (named ``config_section`` in messages); a resume
     with different ones raises ResumeMismatchError unless ``resume_override``. SIGINT/SIGTERM save ``last.pt`` at the
-    next step and raise TrainingInterrupted.
+    next step and raise TrainingInterrupted. ``best.pt`` is ``{model, epoch, meta}``: ``checkpoint_meta`` (plain
+    JSON data) says what the weights are (``ifer.stages.fer_checkpoint_meta``).
     """
     info = info or DistInfo()
     record = run_record(model_name or type(model).__name__, mode_name(quirks), {config_section: cfg})
@@ -321,7 +323,8 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
                 row[f"{model_selection}_mean_class_accuracy"] = sel["mean_class_accuracy"]
                 if sel["accuracy"] > best:
                     best, best_epoch, best_scores = sel["accuracy"], epoch, sel
-                    save_training_state(best_path, {"model": core.state_dict(), "epoch": epoch})
+                    save_training_state(best_path, {"model": core.state_dict(), "epoch": epoch,
+                                                    **({"meta": dict(checkpoint_meta)} if checkpoint_meta else {})})
                 history.append(row)
                 log.log("epoch", **row)
                 # The final epoch's last.pt would be deleted once the test score is in (drop_resume_state): it is
