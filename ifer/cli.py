@@ -564,7 +564,7 @@ def weight_files(cfg) -> list[dict]:
     from pathlib import Path
 
     from ifer.models.ke2nt import PAPER_TEXT_ENCODER
-    from ifer.stages import _used_weights, protocol_configs
+    from ifer.stages import _method_weight_files, _used_weights, protocol_configs
 
     found: dict[str, dict] = {}
 
@@ -576,18 +576,17 @@ def weight_files(cfg) -> list[dict]:
 
     embedder = {"asit.id_weights": cfg.asit.id_embedder, "eval.id_weights": cfg.eval.id_embedder}
     for role, used in _used_weights(cfg).items():
+        if role == "fer_weights":  # listed per method below, with the asset and the method that reads it
+            continue
         for key, path in used.items():
             note(key, path, _KEY_ASSET.get(key, embedder.get(key)), _ROLE_READER.get(role, role))
     for pcfg in protocol_configs(cfg):
         for method in pcfg.methods:
             kwargs = pcfg.fer_methods[method].get("kwargs") or {}
-            if kwargs.get("pretrained_path"):
-                note(f"fer_methods.{method}.kwargs.pretrained_path", kwargs["pretrained_path"],
-                     kwargs.get("known_weights"), f"train-fer ({method})")
-            text = kwargs.get("text_encoder_kwargs") or {}
-            if text.get("weights_path"):
-                note(f"fer_methods.{method}.kwargs.text_encoder_kwargs.weights_path", text["weights_path"],
-                     kwargs.get("text_encoder", PAPER_TEXT_ENCODER), f"train-fer ({method})")
+            assets = {"pretrained_path": kwargs.get("known_weights"),
+                      "text_encoder_kwargs.weights_path": kwargs.get("text_encoder", PAPER_TEXT_ENCODER)}
+            for sub, path in _method_weight_files(pcfg, method).items():
+                note(f"fer_methods.{method}.kwargs.{sub}", path, assets[sub], f"train-fer ({method})")
     if cfg.finetune_seeds and cfg.asit_finetune.get("init"):
         note("asit_finetune.init", cfg.asit_finetune.init, _KEY_ASSET["asit_finetune.init"], "finetune-asit")
     rows = list(found.values())

@@ -162,7 +162,27 @@ def _used_weights(cfg: Config) -> dict[str, dict[str, str | None]]:
         ev["eval.id_weights"] = e.get("id_weights")
     if "fid" in e.inversion_metrics:
         ev["eval.inception_weights"] = e.get("inception_weights")
-    return {"asit_weights": asit, "eval_weights": ev}
+    return {"asit_weights": asit, "eval_weights": ev, "fer_weights": _fer_weight_keys(cfg)}
+
+
+def _fer_weight_keys(cfg: Config) -> dict[str, str]:
+    """The FER methods' start files (an ImageNet ResNet-18 ``pretrained_path``, KE2NT's CLIP text tower), by
+    config key, over every protocol's config: ``fer_init`` depends on their fingerprint, so replacing one
+    reruns the runs that start from it."""
+    keys = {}
+    for pcfg in protocol_configs(cfg):
+        for method in pcfg.methods:
+            for key, path in _method_weight_files(pcfg, method).items():
+                keys[f"fer_methods.{method}.kwargs.{key}"] = path
+    return keys
+
+
+def _method_weight_files(cfg: Config, method: str) -> dict[str, str]:
+    """``{"pretrained_path": ..., "text_encoder_kwargs.weights_path": ...}``: the files ``method`` starts from."""
+    kwargs = cfg.fer_methods[method].get("kwargs") or {}
+    files = {"pretrained_path": kwargs.get("pretrained_path"),
+             "text_encoder_kwargs.weights_path": (kwargs.get("text_encoder_kwargs") or {}).get("weights_path")}
+    return {k: str(v) for k, v in files.items() if v}
 
 
 def stage_fingerprint_inputs(cfg: Config) -> dict[str, Path]:
@@ -220,12 +240,14 @@ def stage_fer_init(cfg: Config) -> dict[str, Path]:
     for pcfg in protocol_configs(cfg):
         for method in pcfg.methods:
             for seed in pcfg.seeds:
-                spec = pcfg.fer_methods[method]
                 info = {"method": method, "seed": seed, "protocol": pcfg.protocol, "init": init_label(pcfg, method)}
-                weights = (spec.get("kwargs") or {}).get("pretrained_path")
+                files = _method_weight_files(pcfg, method)
+                weights = files.get("pretrained_path")
                 if weights:  # e.g. the ImageNet ResNet-18 of `paper`: record which file the run starts from
-                    info = {**info, "weights": str(weights),
+                    info = {**info, "weights": weights,
                             "sha256": sha256_file(Path(weights)) if Path(weights).is_file() else "missing"}
+                if files.get("text_encoder_kwargs.weights_path"):  # KE2NT's CLIP text tower: its class embeddings
+                    info = {**info, "text_weights": _weight_file_record(files["text_encoder_kwargs.weights_path"])}
                 if method == "ifer":
                     k = asit_seed_for(pcfg, seed)
                     ckpt = ifer_init_checkpoint(with_seed(pcfg, k))

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "numpy", "pandas")
 PAPER_KEYS = ("asit.stylegan_weights", "asit.lpips_backbone", "asit.id_weights", "eval.id_weights",
               "eval.inception_weights", "fer_methods.fer_resnet18.kwargs.pretrained_path",
+              "fer_methods.ke2nt.kwargs.pretrained_path", "fer_methods.disentangled.kwargs.pretrained_path",
               "fer_methods.ke2nt.kwargs.text_encoder_kwargs.weights_path")
 
 
@@ -113,7 +114,7 @@ def test_weights_paper_lists_every_file_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the paper profile's relative weights/ paths: none exist here
     assert cli.main(["weights", "--profile", "paper"]) == 0
     out = capsys.readouterr().out
-    assert "7 weight files, 0 present, 7 missing" in out
+    assert f"{len(PAPER_KEYS)} weight files, 0 present, {len(PAPER_KEYS)} missing" in out  # one row per config key
     for key in PAPER_KEYS:
         assert any(line.startswith("MISSING") and f" {key} " in line for line in out.splitlines()), key
     for source in ("rosinality/stylegan2-pytorch", "download.pytorch.org/models/alexnet-owt-7be5be79.pth",
@@ -149,5 +150,6 @@ def test_weights_follow_the_config():
     assert set(rows) == set(PAPER_KEYS)
     assert rows["eval.id_weights"]["asset"] == "curricularface_ir101"
     assert rows["fer_methods.ke2nt.kwargs.text_encoder_kwargs.weights_path"]["asset"] == "clip_vit_b16"
+    assert rows["fer_methods.disentangled.kwargs.pretrained_path"]["asset"] == "torchvision_resnet18_imagenet"
     assert "eval.inception_weights" not in {r["key"] for r in cli.weight_files(
         load_config("paper", overrides=["eval.inversion_metrics=[mse]"]))}

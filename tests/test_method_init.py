@@ -44,12 +44,47 @@ def test_fer_init_records_every_methods_initialisation(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     for profile, expected in [("tiny", {"fer_resnet18": "scratch", "ke2nt_minilm": "scratch", "disentangled": "scratch"}),
-                              ("paper", {"fer_resnet18": "imagenet", "ke2nt": "scratch", "disentangled": "scratch"})]:
+                              ("paper", {"fer_resnet18": "imagenet", "ke2nt": "imagenet", "disentangled": "imagenet"})]:
         written = stage_fer_init(load_config(profile, overrides=["seeds=[0]"]))
         got = {m: json.loads(written[f"clean/{m}_seed0"].read_text())["init"] for m in expected}
         assert got == expected, profile
     paper = json.loads(written["released/fer_resnet18_seed0"].read_text())
     assert paper["weights"] == "weights/resnet18-f37072fd.pth" and paper["sha256"] == "missing"
+
+
+def test_paper_resnet18_methods_start_from_the_same_imagenet_file(tmp_path, monkeypatch):
+    """Like-for-like (issue 18 item 6): in `paper` every ResNet-18-based method (fer_resnet18, ke2nt, ke2nt_minilm,
+    disentangled) builds its backbone from the one ImageNet file, bit for bit; `init` says `imagenet` for each;
+    fer_init records the file's sha256 (and KE2NT's CLIP file), and fingerprint-inputs tracks both, so
+    replacing one reruns the runs that start from it."""
+    import torchvision
+
+    from ifer.models.registry import build_from_config
+    from ifer.stages import _used_weights, stage_fer_init
+
+    paper = load_config("paper")
+    users = [m for m, spec in paper.fer_methods.items() if "resnet18" in spec.model]
+    assert sorted(users) == ["disentangled", "fer_resnet18", "ke2nt", "ke2nt_minilm"]
+    assert {paper.fer_methods[m].kwargs.pretrained_path for m in users} == {"weights/resnet18-f37072fd.pth"}
+    assert {paper.fer_methods[m].init for m in users} == {"imagenet"}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    torch.manual_seed(0)
+    sd = torchvision.models.resnet18().state_dict()
+    torch.save(sd, tmp_path / "weights" / "resnet18-f37072fd.pth")
+    monkeypatch.setitem(KNOWN_WEIGHTS, "torchvision_resnet18_imagenet",
+                        dataclasses.replace(KNOWN_WEIGHTS["torchvision_resnet18_imagenet"], sha256_prefix=None))
+    want = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    for method in ("fer_resnet18", "ke2nt_minilm", "disentangled"):  # ke2nt also needs the CLIP file: same backbone code
+        backbone = build_from_config(paper.fer_methods[method], num_classes=7).backbone.state_dict()
+        assert backbone.keys() == want.keys() and all(torch.equal(backbone[k], want[k]) for k in want), method
+    fer_keys = _used_weights(paper)["fer_weights"]
+    assert fer_keys["fer_methods.ke2nt.kwargs.pretrained_path"] == "weights/resnet18-f37072fd.pth"
+    assert fer_keys["fer_methods.ke2nt.kwargs.text_encoder_kwargs.weights_path"] == "weights/ViT-B-16.pt"
+    written = stage_fer_init(load_config("paper", overrides=["seeds=[0]"]))
+    ke2nt = json.loads(written["clean/ke2nt_seed0"].read_text())
+    assert ke2nt["weights"] == "weights/resnet18-f37072fd.pth" and len(ke2nt["sha256"]) == 64
+    assert ke2nt["text_weights"] == {"path": "weights/ViT-B-16.pt", "status": "missing"}
 
 
 def test_minilm_ke2nt_is_its_own_method(tmp_path):

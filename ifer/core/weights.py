@@ -101,7 +101,8 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             name="torchvision_resnet18_imagenet",
             filename="resnet18-f37072fd.pth",
             source="torchvision ImageNet ResNet-18 (download.pytorch.org/models/resnet18-f37072fd.pth)",
-            used_by="fer_resnet18 ImageNet initialisation (paper profile); its keys equal timm's resnet18, fc.* dropped",
+            used_by="the ImageNet start of every ResNet-18-based FER method in the paper profile (fer_resnet18, ke2nt, "
+                    "ke2nt_minilm, disentangled); its keys equal timm's resnet18, fc.* dropped",
             sha256_prefix="f37072fd", input_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
             notes="torchvision names its files by the first 8 hex digits of their sha256; only that prefix is known.",
             licence="BSD-3-Clause (torchvision)",

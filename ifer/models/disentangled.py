@@ -92,7 +92,7 @@ class DisentangledFER(nn.Module):
                  expr_dim: int = 256, nonexpr_dim: int = 256,
                  adversary: Literal["uniform_kl", "grad_reversal"] = "uniform_kl", adv_weight: float = 1.0,
                  adversary_hidden: int = 256, recon_weight: float = 0.0,
-                 decoder_channels: int = 256, pretrained_path: str | Path | None = None,
+                 decoder_channels: int = 256, pretrained_path: str | Path | None = None, known_weights: str | None = None,
                  backbone_kwargs: dict | None = None):
         super().__init__()
         if adversary not in ADVERSARY_MODES:
@@ -102,7 +102,8 @@ class DisentangledFER(nn.Module):
         self.adversary_mode = adversary
         self.adv_weight = adv_weight
         self.recon_weight = recon_weight
-        self.backbone = build_timm_backbone(backbone, img_size, pretrained_path, **(backbone_kwargs or {}))
+        self.backbone = build_timm_backbone(backbone, img_size, pretrained_path, known_weights=known_weights,
+                                            **(backbone_kwargs or {}))
         feat = self.backbone.num_features
         self.expr_branch = _embedding(feat, expr_dim)
         self.nonexpr_branch = _embedding(feat, nonexpr_dim)

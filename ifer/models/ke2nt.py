@@ -126,7 +126,7 @@ class KE2NT(nn.Module):
                  img_size: int = 112, neutral_index: int = 0, prompts: Sequence[str] | None = None,
                  logit_scale: float = 100.0, transform_hidden: int = 128,
                  pairwise: Literal["all", "diagonal"] = "all", loss_weights: Sequence[float] = (1.0, 1.0, 1.0),
-                 pretrained_path: str | Path | None = None, text_cache_dir: str | Path | None = None,
+                 pretrained_path: str | Path | None = None, known_weights: str | None = None, text_cache_dir: str | Path | None = None,
                  backbone_kwargs: dict | None = None):
         super().__init__()
         if not 0 <= neutral_index < num_classes:
@@ -145,7 +145,8 @@ class KE2NT(nn.Module):
         self.logit_scale = logit_scale
         self.pairwise = pairwise
         self.loss_weights = tuple(float(w) for w in loss_weights)
-        self.backbone = build_timm_backbone(backbone, img_size, pretrained_path, **(backbone_kwargs or {}))
+        self.backbone = build_timm_backbone(backbone, img_size, pretrained_path, known_weights=known_weights,
+                                            **(backbone_kwargs or {}))
         self.head = _projection_head(self.backbone.num_features, encoder.dim)
         self.to_neutral = nn.Sequential(nn.Linear(encoder.dim, transform_hidden), nn.ReLU(),
                                         nn.Linear(transform_hidden, encoder.dim))
