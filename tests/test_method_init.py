@@ -116,3 +116,18 @@ def test_paper_ke2nt_schedule_and_transform_reach_the_trainer():
         sched.step(epoch + 1)
     official = [1e-4] + [0.001 * (1 + math.cos(math.pi * (e - 1) / 50)) for e in range(1, 50)]
     assert lrs == pytest.approx(official, rel=1e-12)
+
+
+def test_paper_ke2nt_evaluates_with_its_codes_bilinear_resize():
+    """KE2NT's test transform is torchvision Resize(112) (bilinear, its default) then ImageNet normalisation: the
+    suite's eval pipeline for the paper KE2NT recipe resizes bilinearly to 112 and crops nothing (crop_pct 1)."""
+    from torchvision import transforms as T
+    from torchvision.transforms import InterpolationMode
+
+    from ifer.data.build import fer_eval_transform
+
+    for method in ("ke2nt", "ke2nt_minilm"):
+        ops = fer_eval_transform(load_config("paper").fer_methods[method].train).transforms
+        resize = next(t for t in ops if isinstance(t, T.Resize))
+        assert resize.interpolation == InterpolationMode.BILINEAR and resize.size in (112, [112], (112, 112)), method
+    assert load_config("paper").fer_methods.fer_resnet18.train.interpolation == "bicubic"  # the timm recipes keep theirs

@@ -211,12 +211,43 @@ def test_fp16_steps_go_through_a_grad_scaler_that_skips_overflow():
     assert guard.scaler.is_enabled()
     before = lin.weight.detach().clone()
     guard.backward(lin(torch.ones(1, 2)).sum() * float("inf"))
-    assert not guard.step(0) and guard.skipped == 1 and torch.equal(lin.weight, before)
+    # an overflow is the scaler's business: the step is skipped but it is not a non-finite step
+    assert not guard.step(0) and guard.overflow_skips == 1 and guard.skipped == guard.consecutive == 0
+    assert torch.equal(lin.weight, before)
     assert guard.scaler.get_scale() < 65536.0  # the scaler backed off
     opt.zero_grad()
     guard.backward(lin(torch.ones(1, 2)).sum())
     assert guard.step(1) and not torch.equal(lin.weight, before) and guard.consecutive == 0
     assert not GuardedStep(opt, lin.named_parameters(), fp16=False).scaler.is_enabled()
+
+
+def test_fp16_scaler_search_never_stops_a_run_but_a_collapsed_scale_does():
+    """A GradScaler starting at 2**16 on a gradient that overflows fp16 halves its scale for many steps: those
+    skips (more than max_nonfinite_steps in a row) must not stop the run; a gradient that stays non-finite
+    however small the scale is a non-finite step, and max_nonfinite_steps of those stop it."""
+    from ifer.train.optim import MIN_SCALE, GuardedStep, NonFiniteGradientError
+
+    lin = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    guard = GuardedStep(opt, lin.named_parameters(), fp16=True, max_nonfinite_steps=3)
+    for step in range(16):  # 2**16 -> 1.0: sixteen overflow skips, far more than 3
+        opt.zero_grad()
+        guard.backward(lin(torch.ones(1, 2)).sum() * float("inf"))
+        assert not guard.step(step)
+    assert guard.overflow_skips == 16 and guard.skipped == 0 and guard.scaler.get_scale() == MIN_SCALE
+    with pytest.raises(NonFiniteGradientError, match="3 consecutive steps"):
+        for step in range(16, 20):
+            opt.zero_grad()
+            guard.backward(lin(torch.ones(1, 2)).sum() * float("inf"))
+            guard.step(step)
+    assert guard.skipped == 3
+    state = guard.state_dict()
+    again = GuardedStep(opt, lin.named_parameters(), fp16=True)
+    again.load_state_dict(state)
+    assert again.overflow_skips == 16 and again.skipped == 3
+    del state["overflow_skips"]  # a last.pt written before overflows were counted apart still loads
+    again.load_state_dict(state)
+    assert again.overflow_skips == 0
 
 
 def test_one_build_optimizer_for_both_trainers():

@@ -339,7 +339,9 @@ def write_probe(rows: Sequence[dict], out_dir: str | Path, stem: str, title: str
         lines.append(f"| {protocol} | {method} | {dataset} | {fmt_estimate(s['mean'], s['std'], s['ci_low'], s['ci_high'], s['n'])}"
                      f" | {g['identity_chance'].iloc[0]:.3f} |")
     lines += ["", "Lower = less identity information in the expression features (linear probe on held-out "
-              "SynthFER identities, repeated for every training seed)."]
+              "SynthFER identities, repeated for every training seed). The methods' expression features differ in "
+              "width (in tiny from 32 to 384 dimensions), and the probe is not normalised "
+              "for it: a wider feature gives the probe more capacity, so compare widths before reading a difference."]
     return _write(per_seed, "\n".join(lines) + "\n", out_dir, stem)
 
 

@@ -310,7 +310,7 @@ def train_fer(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, test
                 n_batches += 1
                 if step % cfg.get("log_interval", 20) == 0:
                     log.log("train", epoch=epoch, step=step, lr=optimizer.param_groups[0]["lr"], loss=loss_val,
-                            skipped_steps=guard.skipped, **terms)
+                            skipped_steps=guard.skipped, overflow_skips=guard.overflow_skips, **terms)
                 bar.set_postfix(loss=f"{loss_val:.3f}")
                 bar.update()
             bar.close()

@@ -2,10 +2,12 @@
 
     python -c "import torch; from ifer.train.optim import build_optimizer; print(build_optimizer(torch.nn.Linear(2, 2), 'adamw', 1e-3))"
 
-With fp16 autocast a ``torch.amp.GradScaler`` scales the loss and skips steps whose gradients overflow. With
-bf16 or fp32 there is no scaler, so every step checks the gradient norm first: a non-finite one skips the step
-(counted in the log as ``skipped_steps``), and ``max_nonfinite_steps`` consecutive skips (default 10) stop the run
-with NonFiniteGradientError naming the step and the first parameter whose gradient is not finite.
+With fp16 autocast a ``torch.amp.GradScaler`` scales the loss and skips steps whose gradients overflow; those
+skips are its normal search for a scale (logged as ``overflow_skips``), not non-finite steps, unless the scale has
+fallen below ``MIN_SCALE``. With bf16 or fp32 there is no scaler, so every step checks the gradient norm first: a
+non-finite one skips the step (counted in the log as ``skipped_steps``), and ``max_nonfinite_steps`` consecutive
+skips (default 10) stop the run with NonFiniteGradientError naming the step and the first parameter whose gradient
+is not finite.
 """
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ def build_optimizer(params: torch.nn.Module | Iterable[torch.nn.Parameter], name
         raise ValueError(f"unknown optimizer {name!r} ({e})") from None
 
 
+#: below this GradScaler scale an fp16 skip counts as a non-finite step (toward ``max_nonfinite_steps``)
+MIN_SCALE = 1.0
+
+
 class GuardedStep:
     """``backward`` + clipping + ``optimizer.step`` that never applies a non-finite gradient.
 
@@ -56,6 +62,9 @@ class GuardedStep:
         self.fp16, self.clip, self.max_bad, self.name = fp16, clip or None, int(max_nonfinite_steps), name
         self.scaler = torch.amp.GradScaler(device_type, enabled=fp16)
         self.skipped, self.consecutive = 0, 0
+        #: fp16 steps the GradScaler skipped for an overflow while its scale was still >= MIN_SCALE: the scaler's
+        #: normal search for a scale (it starts at 2**16 and halves), not a non-finite gradient of the model
+        self.overflow_skips = 0
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
@@ -81,6 +90,11 @@ class GuardedStep:
         if finite:
             self.consecutive = 0
             return True
+        if self.fp16 and self.scaler.get_scale() >= MIN_SCALE:
+            # an overflow of the scaled fp16 gradient: the scaler halved its scale and will retry; only once the
+            # scale has collapsed below MIN_SCALE (16 halvings from 2**16) is the gradient itself non-finite
+            self.overflow_skips += 1
+            return False
         self.skipped += 1
         self.consecutive += 1
         if self.consecutive >= self.max_bad:
@@ -93,9 +107,11 @@ class GuardedStep:
         return False
 
     def state_dict(self) -> dict:
-        return {"skipped": self.skipped, "consecutive": self.consecutive, "scaler": self.scaler.state_dict()}
+        return {"skipped": self.skipped, "consecutive": self.consecutive, "overflow_skips": self.overflow_skips,
+                "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.skipped, self.consecutive = int(state["skipped"]), int(state["consecutive"])
+        self.overflow_skips = int(state.get("overflow_skips", 0))  # absent in files written before it was counted
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
