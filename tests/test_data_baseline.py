@@ -49,7 +49,9 @@ def _train_eval(x, y, xt, yt, seed: int) -> float:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    torch.set_num_threads(2)
+    # one thread, as every xdist worker (nox -s tests): 2 threads beside the other worker oversubscribe the 2 cores
+    # and the spinning OpenMP threads slow the whole suite
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("synthfer64")
     generate_synthfer(root, SynthFERConfig(res=64, n_train_identities=60, n_val_identities=2,
                                            n_test_identities=15, images_per_identity=20, seed=0,
