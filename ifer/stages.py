@@ -600,17 +600,14 @@ def fer_checkpoint_meta(cfg: Config, method: str, dataset: str, seed: int, class
         python -c "import torch; print(torch.load('runs/tiny/fer/clean/ifer/synthfer/seed0/best.pt', weights_only=True)['meta'])"
     """
     from ifer.core.quirks import resolved_quirks
-    from ifer.data.build import fer_preprocessing
-    from ifer.eval.released import FER_CHECKPOINT_FORMAT
+    from ifer.eval.released import FER_CHECKPOINT_FORMAT, method_record
     from ifer.report.provenance import git_state
 
-    section = {k: v for k, v in cfg.fer_methods[method].to_dict().items() if k != "train"}
     quirks = resolved_quirks(getattr(model, "quirks_mode", "as_described")) if model is not None else None
-    meta = {"format": FER_CHECKPOINT_FORMAT, "method": method, "model": section["model"], "section": section,
-            "mode": cfg.ifer.mode, "quirks": quirks, "num_classes": len(class_names),
-            "class_names": list(class_names), "preprocessing": fer_preprocessing(cfg.fer_methods[method].train),
-            "profile": cfg.profile, "protocol": cfg.protocol, "dataset": dataset, "seed": int(seed),
-            "init": init_label(cfg, method), "git": git_state()}
+    meta = {"format": FER_CHECKPOINT_FORMAT, **method_record(cfg, method), "quirks": quirks,
+            "num_classes": len(class_names), "class_names": list(class_names), "profile": cfg.profile,
+            "protocol": cfg.protocol, "dataset": dataset, "seed": int(seed), "init": init_label(cfg, method),
+            "git": git_state()}
     return json.loads(json.dumps(meta, default=str))  # plain JSON types: read back with weights_only=True
 
 

@@ -43,6 +43,17 @@ NO_META = ("records no 'meta' (written before suite checkpoints described themse
            "--method <fer_methods key> to say which network it is")
 
 
+def method_record(cfg, method: str) -> dict:
+    """The part of a FER checkpoint's ``meta`` that comes from the config: method, model section (name, kwargs;
+    not the training recipe), quirk mode and evaluation preprocessing. ``ifer.stages.fer_checkpoint_meta`` writes
+    it into every ``best.pt``; a file without ``meta`` is rebuilt from it under ``--method``."""
+    from ifer.data.build import fer_preprocessing
+
+    section = {k: v for k, v in cfg.fer_methods[method].to_dict().items() if k != "train"}
+    return {"method": method, "model": section["model"], "section": section, "mode": cfg.ifer.mode,
+            "preprocessing": fer_preprocessing(cfg.fer_methods[method].train)}
+
+
 def suite_meta(ckpt: dict) -> dict | None:
     """The ``meta`` record of a suite FER checkpoint (``best.pt``), or None."""
     meta = ckpt.get("meta")
@@ -177,7 +188,6 @@ def load_suite_classifier(cfg, path: Path, ckpt: dict, method: str | None = None
     ``method``; then the choices come from the current config and are listed as assumptions.
     ``model.class_names``, ``model.preprocessing`` and ``model.choices`` say what was used."""
     from ifer.core.quirks import resolved_quirks
-    from ifer.data.build import fer_preprocessing
     from ifer.models.registry import build_from_record
 
     meta = suite_meta(ckpt)
@@ -191,12 +201,10 @@ def load_suite_classifier(cfg, path: Path, ckpt: dict, method: str | None = None
     else:
         if method not in cfg.fer_methods:
             raise ConfigError(f"--method {method}: not a fer_methods key; known: {sorted(cfg.fer_methods)}")
-        section = {k: v for k, v in cfg.fer_methods[method].to_dict().items() if k != "train"}
-        record = {"method": method, "section": section, "model": section["model"], "num_classes": 7,
-                  "mode": cfg.ifer.mode, "class_names": list(class_names(7)), "quirks": None,
-                  "preprocessing": fer_preprocessing(cfg.fer_methods[method].train)}
+        record = {**method_record(cfg, method), "num_classes": 7, "class_names": list(class_names(7)), "quirks": None}
         source = f"the file records none: --method {method} and the {cfg.profile} config"
-        assumed = [f"model: {record['model']} with kwargs {section.get('kwargs') or {}} (fer_methods.{method})",
+        assumed = [f"model: {record['model']} with kwargs {record['section'].get('kwargs') or {}} "
+                   f"(fer_methods.{method})",
                    f"7 classes in the canonical order {', '.join(record['class_names'])}",
                    f"mode {record['mode']} (ifer.mode)", f"preprocessing from fer_methods.{method}.train"]
     try:
