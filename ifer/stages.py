@@ -579,12 +579,14 @@ def ifer_init_checkpoint(cfg: Config) -> Path | None:
     raise ConfigError(f"ifer.init: unknown value {init!r}; expected asit, asit_finetune or scratch")
 
 
-def build_fer_model(cfg: Config, method: str, num_classes: int):
-    """The FER model of ``method`` (ifer initialised from the trained ASIT encoder unless ifer.init=scratch)."""
-    from ifer.models.registry import build_from_config
+def build_fer_model(cfg: Config, method: str, num_classes: int, start_weights: bool = True):
+    """The FER model of ``method`` (ifer initialised from the trained ASIT encoder unless ifer.init=scratch).
+    ``start_weights=False``: the network only (``registry.build_untrained``), for a caller that loads best.pt next."""
+    from ifer.models.registry import build_from_config, build_untrained
 
-    model = build_from_config(cfg.fer_methods[method], num_classes=num_classes, mode=cfg.ifer.mode,
-                              init_checkpoint=ifer_init_checkpoint(cfg))
+    build = build_from_config if start_weights else build_untrained
+    model = build(cfg.fer_methods[method], num_classes=num_classes, mode=cfg.ifer.mode,
+                  init_checkpoint=ifer_init_checkpoint(cfg) if start_weights else None)
     if hasattr(model, "method_label"):  # KE2NT: only the paper's CLIP text encoder may report as `ke2nt`
         from ifer.models.ke2nt import check_method_name
 
@@ -695,7 +697,8 @@ def stage_eval_fer(cfg: Config, info: DistInfo):
             confusions = []
             for seed in pcfg.seeds:
                 out = fer_run_dir(pcfg, method, dataset, seed)
-                model = build_fer_model(with_seed(pcfg, asit_seed_for(pcfg, seed)), method, splits.num_classes)
+                model = build_fer_model(with_seed(pcfg, asit_seed_for(pcfg, seed)), method, splits.num_classes,
+                                        start_weights=False)  # best.pt replaces every weight
                 load_trained_weights(model, out / "best.pt", "model")
                 model.to(info.device)
                 # each rank scores its shard; all get every prediction once, in order; rank 0 alone scores and writes

@@ -37,6 +37,30 @@ def test_ifer_init_checkpoint_loads_the_asit_encoder(tmp_path):
                                                  asit.encoder.state_dict().values()))
 
 
+def test_build_untrained_skips_start_weights_and_loads_to_the_same_network(tmp_path):
+    """eval_fer and `ifer predict` build the network without its start weights (no ASIT encoder file, no ImageNet
+    file: they may be gone) and load best.pt; the result equals building with them and loading best.pt."""
+    from ifer.models.registry import build_untrained
+
+    asit = create_model("asit_tiny")
+    asit.save_checkpoint(tmp_path / "asit.pt")
+    started = build_from_config({"model": "ifer_tiny"}, num_classes=7, mode="as_released",
+                                init_checkpoint=tmp_path / "asit.pt")
+    torch.nn.init.normal_(started.head.weight)  # "training"
+    bare = build_untrained({"model": "ifer_tiny"}, num_classes=7, mode="as_released",
+                           init_checkpoint=tmp_path / "missing.pt")
+    assert bare.feature_model.quirks == get_quirks("as_released")
+    enc = asit.encoder.state_dict()
+    assert not all(torch.equal(v, enc[k]) for k, v in bare.feature_model.state_dict().items())  # file not read
+    load_state_dict_strict(bare, started.state_dict(), "best.pt")
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(bare.eval()(x), started.eval()(x))
+    r18 = build_untrained({"model": "fer_resnet18", "kwargs": {"pretrained_path": str(tmp_path / "gone.pth"),
+                                                               "known_weights": "torchvision_resnet18_imagenet"}},
+                          num_classes=7)
+    assert r18.head.out_features == 7
+
+
 def test_resolved_quirks_names_presets_and_custom_sets():
     assert resolved_quirks("as_described") == {"mode": "as_described", "flags": get_quirks("as_described").to_dict()}
     assert resolved_quirks(get_quirks("as_released"))["mode"] == "as_released"

@@ -59,6 +59,29 @@ def test_schedule_length_quirk():
     assert schedule_updates_per_epoch(12271, 16, 2, get_quirks("as_released")) == 1_281_167 // 32
 
 
+def test_max_steps_per_epoch_caps_each_epoch_and_resumes_exactly(tmp_path):
+    """The rehearsal's length cut: 2 of the 6 full batches per epoch, counted in the schedule too; a run stopped
+    after epoch 2 resumes to the uninterrupted run's result; a bad value is one ConfigError."""
+    from ifer.core.config import ConfigError
+
+    capped = RECIPE.__class__({**RECIPE, "max_steps_per_epoch": 2})
+    assert schedule_updates_per_epoch(96, 16, 1, get_quirks("as_described"), 2) == 2
+    assert schedule_updates_per_epoch(96, 16, 1, get_quirks("as_described"), 50) == 6
+    assert schedule_updates_per_epoch(96, 16, 1, get_quirks("as_released"), 2) == 1_281_167 // 16
+    torch.manual_seed(0)
+    full = train_fer(ToyFER(), *_data(), capped, tmp_path / "full", seed=3, progress=False)
+    assert [r["step"] for r in full.history] == [2, 4, 6, 8]
+    torch.manual_seed(0)
+    assert train_fer(ToyFER(), *_data(), capped, tmp_path / "cut", seed=3, progress=False, stop_after_epochs=2) is None
+    torch.manual_seed(123)
+    resumed = train_fer(ToyFER(), *_data(), capped, tmp_path / "cut", seed=3, progress=False)
+    assert resumed.test == full.test and resumed.history == full.history
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="max_steps_per_epoch"):
+            train_fer(ToyFER(), *_data(), RECIPE.__class__({**RECIPE, "max_steps_per_epoch": bad}), tmp_path / "x",
+                      progress=False)
+
+
 def test_model_selection_on_test_is_recorded(tmp_path):
     torch.manual_seed(0)
     run = train_fer(ToyFER(), *_data(), RECIPE.__class__({**RECIPE, "epochs": 1}), tmp_path, seed=0, progress=False,
