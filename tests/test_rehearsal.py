@@ -261,3 +261,25 @@ def test_rehearsal_runs_the_paper_pipeline_end_to_end(tmp_path):
     assert any(t.endswith("inversion_comparison.md") for t in summary["tables"])
     assert lines[-1].startswith("rehearsal passed")
     shutil.rmtree(tmp_path / "scratch")  # ~15 GB of full-size checkpoints; a failed run keeps them to inspect
+
+
+def test_official_layout_files_load_as_the_authors_released_kinds(tmp_path):
+    """The rehearsal's stand-ins for the authors' RAF-DB IFER and FFHQ ASIT files: recognised by kind, loaded
+    strictly as_released (IFER: the file's args leave mean/std/crop/interpolation unset, so each is an assumption;
+    ASIT: no opts['quirks'], so the authors' code), with the tiny members so the test is fast."""
+    from ifer.core.config import load_config
+    from ifer.core.loading import read_checkpoint
+    from ifer.eval.released import DEFAULT_CLASS_FOLDERS, checkpoint_kind, load_released_asit, load_released_ifer
+    from ifer.rehearsal.weights import OFFICIAL_FILES, write_official_checkpoints
+
+    paths = write_official_checkpoints(tmp_path, ifer_model="ifer_tiny", asit_model="asit_tiny", latent_samples=64)
+    assert {k: p.relative_to(tmp_path).as_posix() for k, p in paths.items()} == OFFICIAL_FILES
+    cfg = load_config("tiny")
+    ifer_ckpt, asit_ckpt = read_checkpoint(paths["ifer"]), read_checkpoint(paths["asit"])
+    assert checkpoint_kind(ifer_ckpt, paths["ifer"]) == "ifer" and checkpoint_kind(asit_ckpt, paths["asit"]) == "asit"
+    head = load_released_ifer(cfg, paths["ifer"], ifer_ckpt, DEFAULT_CLASS_FOLDERS)
+    assert head.choices["mode"] == "as_released"
+    assert {a.split(":")[0] for a in head.choices["assumptions"]} == {"mean", "std", "crop_pct", "interpolation"}
+    net = load_released_asit(cfg, paths["asit"], asit_ckpt)
+    assert net.choices["mode"] == "as_released" and "records none" in net.choices["quirks_source"]
+    assert net.choices["preprocessing"]["size_source"] == "opts['output_size']"

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ifer.rehearsal.datasets import WRITERS, write_datasets
-from ifer.rehearsal.weights import write_weights
+from ifer.rehearsal.weights import FILES, OFFICIAL_FILES, write_official_checkpoints, write_weights
 
 PROFILE_LAYER = Path("ifer") / "configs" / "profiles" / "rehearse.yaml"
 _STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
@@ -41,17 +41,21 @@ def write_root(root: str | os.PathLike, seed: int = 0) -> dict[str, dict[str, Pa
     fps.write_text(json.dumps(rehearsal_fingerprints(root / "datasets", FINGERPRINTS), indent=2) + "\n")
     written["datasets"]["fingerprints"] = fps
     written["weights"] = write_weights(root / "weights", seed=seed)
+    # the authors' two released kinds (IFER on RAF-DB, ASIT on FFHQ) in their layouts, for `ifer eval-checkpoint`
+    written["official"] = write_official_checkpoints(root / "weights", seed=seed)
     return written
 
 
 def _ensure_root(root: Path, seed: int) -> None:
     stamp = root / ".complete"
-    if stamp.is_file() and stamp.read_text() == str(seed):
+    # the seed and the file lists: a root written by an older version (fewer files) is written again
+    want = json.dumps({"seed": seed, "weights": FILES, "official": OFFICIAL_FILES}, sort_keys=True)
+    if stamp.is_file() and stamp.read_text() == want:
         return
     if root.exists():
         shutil.rmtree(root)
     write_root(root, seed)
-    stamp.write_text(str(seed))
+    stamp.write_text(want)
 
 
 def copy_checkout(repo: Path, work: Path) -> int:
@@ -136,7 +140,8 @@ def check_report(results: Path, methods: list[str], datasets: list[str], protoco
 def check_checkpoints(work: Path, params: dict, python: Path, env: dict, log=print) -> list[str]:
     """What a user does with the trained files, under ``paper``: ``ifer predict`` on a real photo (matplotlib's
     Grace Hopper portrait) with each method's ``best.pt`` and no ``--method`` (the file says what it is), and
-    ``ifer eval-checkpoint`` on one of them. Returns the problems (a failed command, no prediction)."""
+    ``ifer eval-checkpoint`` on one of them and on the official-layout IFER and ASIT files (``OFFICIAL_FILES``).
+    Returns the problems (a failed command, no prediction, an assumption or metric not printed)."""
     import csv
 
     import matplotlib
@@ -175,6 +180,26 @@ def check_checkpoints(work: Path, params: dict, python: Path, env: dict, log=pri
                             f"{(proc.stderr.strip().splitlines() or ['no choices printed'])[-1]}")
         else:
             log(f"eval-checkpoint {method} best.pt on {dataset}: ok")
+    # the authors' released kinds under `paper`: IFER built as_released and normalised from its own args (every
+    # value it leaves unset printed as an assumption); ASIT with the paper's LPIPS, ID (CurricularFace) and FID
+    # files, the wiring eval-checkpoint once got wrong (issue 18)
+    expect = {"ifer": ("rafdb", ["model: ifer_base, mode as_released", "assumption: mean: args.mean is unset"]),
+              "asit": (params["data"]["inversion"]["test"], ["mode as_released", "the authors' code, as_released",
+                                                              "id_sim", "fid"])}
+    for kind, rel in OFFICIAL_FILES.items():
+        dataset, needles = expect[kind]
+        ckpt = work / "weights" / rel
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(python), "-m", "ifer.cli", "eval-checkpoint", str(ckpt), "--dataset", dataset,
+                               "--params", "params.yaml", "--out", str(work / f"eval_official_{kind}.json")],
+                              cwd=work, env=env, capture_output=True, text=True)
+        missing = [n for n in needles if n not in proc.stdout]
+        if proc.returncode != 0 or missing:
+            problems.append(f"ifer eval-checkpoint {ckpt} (official {kind} layout) failed (exit {proc.returncode})"
+                            + (f"; output lacks {missing}" if missing else "") + ": "
+                            + f"{(proc.stderr.strip().splitlines() or ['-'])[-1]}")
+        else:
+            log(f"eval-checkpoint official {kind} file on {dataset}: ok ({time.perf_counter() - t0:.1f} s)")
     return problems
 
 

@@ -129,3 +129,44 @@ def write_weights(folder: str | Path, seed: int = 0, names=None) -> dict[str, Pa
         torch.save(BUILDERS[name](seed), path)
         out[name] = path
     return out
+
+
+#: official-layout checkpoints of the authors' two released kinds, written by :func:`write_official_checkpoints`
+OFFICIAL_FILES = {"ifer": "official/ifer_rafdb_model_best.pth.tar", "asit": "official/asit_ffhq_best_model.pt"}
+
+
+def write_official_checkpoints(folder: str | Path, seed: int = 0, ifer_model: str = "ifer_base",
+                               asit_model: str = "asit_base", latent_samples: int = 1000) -> dict[str, Path]:
+    """Random-valued files in the layouts of the authors' released weights, what ``ifer eval-checkpoint`` reads:
+
+    * IFER: a timm ``CheckpointSaver`` file (``state_dict`` with ``feature_model.*, conv.*, style_conv.*, head.*``,
+      ``args`` Namespace, ``epoch``, ``arch``, ``version``, ``metric``) from the ``as_released`` network (the
+      authors' GC ViT code; random rows, so their class order carries nothing); its ``args`` leave mean, std, crop_pct and
+      interpolation at timm's train.py defaults (unset), as a run without those flags saves them.
+    * ASIT: ``{'state_dict': {'encoder.*', 'decoder.*'}, 'opts': dict, 'latent_avg': (512,)}`` with no
+      ``opts['quirks']`` (the authors' code records none, so the loader builds it ``as_released``).
+
+        python -c "from ifer.rehearsal.weights import write_official_checkpoints as w; print(w('/tmp/rh/weights'))"
+    """
+    from ifer.core.quirks import Quirks
+    from ifer.models.registry import create_model
+
+    folder = Path(folder)
+    out = {k: folder / v for k, v in OFFICIAL_FILES.items()}
+    out["ifer"].parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    net = create_model(ifer_model, num_classes=7, mode="as_released")
+    sd = net.state_dict()
+    args = argparse.Namespace(model="ifer_model", num_classes=7, img_size=256, input_size=None, mean=None, std=None,
+                              crop_pct=None, interpolation="", lr=1e-4, batch_size=16, epochs=320,
+                              data_dir="/authors/rafdb", ckpt_asit="/authors/best_model1.pt")
+    torch.save({"epoch": 0, "arch": "ifer_model", "state_dict": sd, "version": 2, "metric": 0.0, "args": args},
+               out["ifer"])
+    del net, sd
+    torch.manual_seed(seed + 1)
+    asit = create_model(asit_model, quirks=Quirks(), start_from_latent_avg=True)
+    asit.init_latent_avg(latent_samples, seed=seed)
+    torch.save({"state_dict": asit.state_dict(), "latent_avg": asit.latent_avg.cpu(),
+                "opts": {"exp_dir": "/authors/ffhq_asit", "dataset_type": "ffhq_encode", "batch_size": 8,
+                         "output_size": asit.decoder.size}}, out["asit"])
+    return out
