@@ -172,7 +172,7 @@ def test_stage_provenance_records_what_decides_the_numbers(tmp_path):
     from ifer.report.provenance import collect_stage_records, write_stage_provenance
 
     info = machine_info()
-    assert info["libraries"]["torch"] and info["torch_threads"] >= 1 and info["kernel_key"].count("|") == 8
+    assert info["libraries"]["torch"] and info["torch_threads"] >= 1 and info["kernel_key"].count("|") == 9
     assert set(info["isa_flags"]) <= set(KERNEL_FLAGS)
     p = write_stage_provenance(tmp_path / "run", "eval_fer", {"profile": "tiny", "seeds": [0, 1]},
                                dataset_fingerprints={"synthfer": {"digest": "abc"}})
@@ -180,6 +180,22 @@ def test_stage_provenance_records_what_decides_the_numbers(tmp_path):
     assert rec["stage"] == "eval_fer" and rec["seeds"] == [0, 1] and len(rec["config_sha256"]) == 64
     assert rec["hardware"]["kernel_key"] == info["kernel_key"] and "bit-identical only" in rec["bit_identity"]
     assert list(collect_stage_records(tmp_path)) == [p.as_posix()]
+
+
+def test_kernel_key_changes_with_a_numerics_package_version():
+    """Another transformers release moved the ke2nt_minilm runs with everything else equal (2026-12-04): the key
+    names the NUMERIC_PACKAGES versions, so `ifer compare` then compares statistically instead of bit for bit."""
+    import copy
+
+    from ifer.core.machine import NUMERIC_PACKAGES, kernel_key, machine_info
+
+    info = machine_info()
+    assert set(info["libraries"]["packages"]) == set(NUMERIC_PACKAGES)
+    assert info["libraries"]["packages"]["timm"] and info["libraries"]["packages"]["transformers"]
+    other = copy.deepcopy(info)
+    other["libraries"]["packages"]["transformers"] = "0.0.1"
+    assert kernel_key(other) != kernel_key(info) and kernel_key(copy.deepcopy(info)) == info["kernel_key"]
+    assert info["kernel_key"].rsplit("|", 1)[1].startswith("packages ")
 
 
 def test_readme_sentence_names_only_significant_pairs_with_their_detectable_difference(tmp_path):

@@ -1,5 +1,5 @@
 """What about this machine and build decides the numbers: CPU and the ISA flags that pick kernels, the torch /
-oneDNN / MKL / cuDNN / CUDA versions, the GPU, the thread counts. One implementation for provenance and benchmarks.
+oneDNN / MKL / cuDNN / CUDA versions, the numerics packages (``NUMERIC_PACKAGES``), the GPU, the thread counts. One implementation for provenance and benchmarks.
 
 Bit-identical results are only expected for the same ``kernel_key`` (ISA flags that select kernels + torch
 build + library versions + threads + device): a different ISA runs other oneDNN/MKL kernels, whose
@@ -50,6 +50,29 @@ def _config_version(pattern: str) -> str | None:
     return m.group(1) if m else None
 
 
+#: Packages whose releases can change the floats under the same torch build, so they are part of ``kernel_key``:
+#: image decoding and resizing (pillow, torchvision), model code and initialisation (timm, transformers,
+#: sentence-transformers with the bundled MiniLM, open-clip-torch), the optimiser (pytorch-optimizer) and the
+#: metrics (torchmetrics, lpips, torch-fidelity, scipy, numpy). Measured 2026-12-04: the same code, CPU and torch
+#: build with the packages pip resolved a day apart gave other ke2nt_minilm accuracies (0.352 vs 0.359, seed 0)
+#: while every other method and ASIT stayed bit-identical; only KE2NT runs MiniLM (transformers).
+NUMERIC_PACKAGES = ("numpy", "scipy", "pillow", "torchvision", "timm", "transformers", "sentence-transformers",
+                    "open-clip-torch", "pytorch-optimizer", "torchmetrics", "lpips", "torch-fidelity")
+
+
+def package_versions(names=NUMERIC_PACKAGES) -> dict[str, str | None]:
+    """``{distribution: version}`` (None when not installed), from the installed metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def library_versions() -> dict:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
@@ -59,7 +82,16 @@ def library_versions() -> dict:
         "mkl": _config_version(r"Math Kernel Library Version ([\w.]+)"),
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
+        "packages": package_versions(),
     }
+
+
+def packages_digest(packages: dict | None) -> str:
+    """12 hex digits naming the ``NUMERIC_PACKAGES`` versions (the full list is in ``libraries.packages``)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(packages or {}, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def gpu() -> dict | None:
@@ -91,12 +123,14 @@ def native_bf16() -> bool:
 
 
 def kernel_key(info: dict) -> str:
-    """A short string equal on two machines that run the same kernels (same ISA, build, threads, GPU)."""
+    """A short string equal on two machines that run the same kernels (same ISA, build, threads, GPU) with the same
+    ``NUMERIC_PACKAGES`` versions (their digest)."""
     flags = "+".join(f for f, on in sorted(info.get("isa_flags", {}).items()) if on) or "?"
     lib = info.get("libraries", {})
     g = (info.get("gpu") or {}).get("name", "cpu")
     return (f"{info.get('machine')}|{info.get('cpu_capability')}|{flags}|torch {lib.get('torch')}"
-            f"|onednn {lib.get('onednn')}|cuda {lib.get('cuda')}|cudnn {lib.get('cudnn')}|{g}|threads {info.get('torch_threads')}")
+            f"|onednn {lib.get('onednn')}|cuda {lib.get('cuda')}|cudnn {lib.get('cudnn')}|{g}|threads {info.get('torch_threads')}"
+            f"|packages {packages_digest(lib.get('packages'))}")
 
 
 def _cpuinfo_field(name: str) -> str | None:

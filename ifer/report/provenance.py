@@ -26,7 +26,7 @@ from ifer.core.machine import machine_info
 PACKAGES = ("torch", "torchvision", "timm", "torchmetrics", "lpips", "numpy", "scipy", "pandas", "pillow", "dvc",
             "pytorch-optimizer", "ifer")
 BIT_IDENTITY = ("bit-identical only for the same hardware.kernel_key (CPU ISA flags, torch/oneDNN/CUDA/cuDNN "
-                "build, GPU, threads); otherwise compare statistically with `ifer compare`")
+                "build, GPU, threads, numerics package versions); otherwise compare statistically with `ifer compare`")
 STAGE_FILE = "provenance.json"
 
 

@@ -26,7 +26,8 @@ REFERENCE_NAMES = {"asit": "ASIT", "ifer": "IFER", "ke2nt": "KE2NT-ResNet18", "d
 PERCENT_METRICS = {"accuracy", "mean_class_accuracy", "macro_f1"}
 # Printed under every table with numbers from more than one machine in mind.
 BIT_IDENTITY_NOTE = ("Bit-identical numbers are expected only on the same CPU ISA flags (avx2 / avx512 / "
-                     "avx512_bf16 / amx), torch / oneDNN / CUDA / cuDNN build, GPU and thread count (the "
+                     "avx512_bf16 / amx), torch / oneDNN / CUDA / cuDNN build, GPU, thread count and numerics packages (timm, "
+                     "transformers, ...: their versions' digest) (the "
                      "`kernel_key` in provenance.json); elsewhere runs agree within the interval: check with "
                      "`ifer compare`.")
 SUMMARY_COLUMNS = ["method", "dataset", "metric", "mean", "std", "ci_low", "ci_high", "n_seeds", "seeds"]
