@@ -117,6 +117,41 @@ def _set_threads(cfg: Config) -> None:
         torch.set_num_threads(int(cfg.threads))
 
 
+RUN_RECORD = "provenance.json"
+
+
+def record_session(cfg: Config, out: Path, stage: str, seeds=None, info: DistInfo | None = None,
+                   name: str = RUN_RECORD) -> Path | None:
+    """Write ``out/<name>`` (default ``provenance.json``): this stage's record (machine, ``kernel_key``, git, config hash, seeds) for
+    the run folder ``out``, on the main rank, when the run starts or resumes.
+
+    Training stages call it after ``prepare_run_dir``; the report collects these records, and ``ifer compare``
+    applies its exact rule only when the training stages' kernel keys match too (a launch that trains at 1
+    thread and evaluates at 2 is not the serial main job). A resumed run keeps the keys of its earlier sessions
+    in ``kernel_keys_seen``: a run trained partly on another machine or thread count is a mixed-kernel run.
+
+        python -c "import json; print(json.load(open('runs/tiny/asit/seed0/provenance.json'))['kernel_keys_seen'])"
+    """
+    from ifer.report.provenance import stage_record
+
+    if info is not None and not info.is_main:
+        return None
+    path = Path(out) / name
+    seen: list[str] = []
+    if path.is_file():  # a kept (resumed) run: its earlier sessions' kernel keys
+        try:
+            old = json.loads(path.read_text())
+            seen = list(old.get("kernel_keys_seen") or [(old.get("hardware") or {}).get("kernel_key")])
+        except (OSError, ValueError, AttributeError):
+            seen = ["unreadable earlier record"]
+    rec = stage_record(stage, cfg.to_dict(), seeds)
+    key = rec["hardware"]["kernel_key"]
+    rec["kernel_keys_seen"] = [k for k in seen if k] + ([key] if key not in seen else [])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, rec)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------- inputs
 def fingerprint_dataset(cfg: Config, name: str) -> dict:
     """What identifies a dataset's bytes, cheaply enough to run on every ``dvc repro``.
@@ -378,6 +413,7 @@ def stage_train_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_afte
     prepare_run_dir(out, _run_identity(cfg, inputs / "inversion_train.json", inputs / "asit_weights.json",
                                        sections=("seed", "asit", "data.inversion", "data.synthfer")),
                     "asit_best.pt", info, keep_changed=resume_override, resume=resume)
+    record_session(cfg, out, "train_asit", [cfg.seed], info)
     if info.is_main:
         save_resolved(cfg, out / "config.yaml")
     summary = train_asit(net, disc, losses, train_set, val_set, cfg.asit.train, out, info=info, seed=cfg.seed,
@@ -442,6 +478,7 @@ def stage_finetune_asit(cfg: Config, info: DistInfo, resume: bool = True, stop_a
     source_sha256 = sha256_file(source)  # a 1.2 GB file for asit_base: hashed once
     prepare_run_dir(out, {**identity, "init_sha256": source_sha256}, "asit_best.pt", info,
                     keep_changed=resume_override, resume=resume)
+    record_session(cfg, out, "finetune_asit", [cfg.seed], info)
     if info.is_main:
         save_resolved(cfg, out / "config.yaml")
         write_json(out / "holdout.json", {"dataset": cfg.asit_finetune.dataset, "seed": cfg.seed,
@@ -495,6 +532,9 @@ def stage_invert(cfg: Config, info: DistInfo):
                 n += 1
     if n != len(test_set):
         raise RuntimeError(f"inverted {n} of {len(test_set)} test images")
+    if info.is_main:  # every image was rewritten: one session, this one
+        (out / RUN_RECORD).unlink(missing_ok=True)
+    record_session(cfg, out, "invert", [cfg.seed], info)
     if info.is_main:
         save_resolved(cfg, out / "config.yaml")
     return n
@@ -553,6 +593,8 @@ def stage_eval_inversion(cfg: Config, info: DistInfo):
     res = results_root(cfg)
     write_json(res / "inversion_metrics.json", payload)
     _inversion_grid(first, res / "plots" / "inversion_grid.png")
+    (res / "provenance_eval_inversion.json").unlink(missing_ok=True)  # one session: this one
+    record_session(cfg, res, "eval_inversion", seeds, name="provenance_eval_inversion.json")
     return payload
 
 
@@ -651,6 +693,7 @@ def _train_fer_protocol(cfg: Config, info: DistInfo, methods, datasets, seeds, r
                                                                 "data.synthfer", "protocol")),
                                       "run": [method, dataset, seed]}, "result.json", info,
                                 keep_changed=resume_override, resume=resume)
+                record_session(cfg, out, "train_fer", [seed], info)
                 if info.is_main:
                     save_resolved(cfg, out / "config.yaml")
                     write_json(out / "protocol.json", {**splits.protocol, "protocol": cfg.protocol})

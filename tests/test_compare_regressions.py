@@ -9,6 +9,7 @@ ones (FER moves like another seed across kernels, so a 5-point FER drop is only 
 allows; the check states what it detects). The tests use the structure of ``results/tiny``, not its numbers.
 """
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -225,3 +226,48 @@ def test_fer_drop_across_kernels_is_caught_exactly_when_the_stated_tolerance_all
     c = next(c for c in compare_results(a, b) if c.key[:2] == ("fer/clean", "ifer") and c.key[3] == "accuracy")
     assert c.rule == "seeds" and c.diff == pytest.approx(-0.05)
     assert c.agree == (c.tolerance >= 0.05) and f"tolerance {c.tolerance:.3g}" in c.line()
+
+
+def _add_training_records(res: Path, threads: int, resumed_from: str | None = None) -> None:
+    """Give the copy's report a train_fer and a train_asit record (as ``ifer.stages.record_session`` writes them)
+    whose kernel_key is the report's own with ``threads N``; ``resumed_from``: an earlier session's key."""
+    def top(prov):
+        key = re.sub(r"\|threads \d+", f"|threads {threads}", prov["hardware"]["kernel_key"])
+        for stage, path in (("train_fer", "runs/tiny/fer/clean/ifer/synthfer/seed0/provenance.json"),
+                            ("train_asit", "runs/tiny/asit/seed0/provenance.json")):
+            hw = {**prov["hardware"], "kernel_key": key, "torch_threads": threads}
+            prov["stages"][path] = {"stage": stage, "hardware": hw,
+                                    "kernel_keys_seen": [k for k in (resumed_from, key) if k]}
+    _edit(res / "provenance.json", top)
+
+
+def test_training_at_another_thread_count_is_compared_across_kernels(tmp_path):
+    """The regression's `ifer launch` trains at 1 thread and evaluates at 2: its report and eval_fer keys equal
+    a serial 2-thread main job's, its training keys do not, so compare must not apply the exact rule (the
+    CI-like clean clone at 78b917f failed 22 of 25 checks this way)."""
+    a, b = _copy(tmp_path / "a"), _copy(tmp_path / "b")
+    _honest_cross_isa_rerun(b)  # trained on another kernel: FER moves like another seed
+    _set_kernel(b, json.loads((a / "provenance.json").read_text())["hardware"]["kernel_key"])  # evaluated on a's
+    _add_training_records(a, threads=2)
+    _add_training_records(b, threads=1)
+    ka, kb = kernel_keys(a), kernel_keys(b)
+    assert ka["report"] == kb["report"] and ka["eval_fer"] == kb["eval_fer"]
+    assert "|threads 2" in ka["train_fer"] and "|threads 1" in kb["train_fer"]
+    assert {n for n in ka if ka[n] != kb[n]} == {"train_fer", "train_asit"}
+    checks = compare_results(a, b)
+    assert all(c.agree for c in checks) and not any(c.key[0] == "file" for c in checks)
+    rc, lines = _run(a, b)
+    assert rc == 0 and lines[0].startswith("kernel_key differs") and "train_fer" in lines[0]
+    # same thread count on both sides: exact again
+    c = _copy(tmp_path / "c")
+    _add_training_records(c, threads=2)
+    assert kernel_keys(c) == ka and {x.rule for x in compare_results(a, c) if x.key[0] != "file"} == {"exact"}
+
+
+def test_a_run_resumed_on_another_kernel_is_never_exact(tmp_path):
+    a, b = _copy(tmp_path / "a"), _copy(tmp_path / "b")
+    _add_training_records(a, threads=2)
+    _add_training_records(b, threads=2, resumed_from=OTHER_KERNEL)
+    assert kernel_keys(b)["train_fer"] == f"{OTHER_KERNEL} / {kernel_keys(a)['train_fer']}"
+    assert kernel_keys(a) != kernel_keys(b)
+    assert "exact" not in {c.rule for c in compare_results(a, b)}

@@ -112,4 +112,10 @@ def test_provenance_has_isa_flags_and_each_stage_record():
     hw = prov["hardware"]
     assert "avx2" in hw["isa_flags"] and hw["libraries"]["onednn"] and hw["kernel_key"] and hw["torch_threads"] >= 1
     assert "bit-identical only" in prov["bit_identity"]
-    assert any(r["stage"] == "eval_fer" for r in prov["stages"].values())
+    stages = {r["stage"] for r in prov["stages"].values()}
+    # every stage that computes numbers speaks for itself, training included (ifer compare's exact rule needs them)
+    assert {"train_asit", "invert", "eval_inversion", "train_fer", "eval_fer"} <= stages, stages
+    train = [r for r in prov["stages"].values() if r["stage"] == "train_fer"]
+    c = prov["config"]
+    n_runs = len(c["protocols"]) * len(c["methods"]) * len(c["data"]["fer"]["datasets"]) * len(c["seeds"])
+    assert len(train) == n_runs and all(r["kernel_keys_seen"] for r in train)

@@ -12,7 +12,7 @@ side only is a disagreement: the two runs did not measure the same thing. Every 
 its check detects.
 
 **Same kernel_key on both sides** (``hardware.kernel_key`` of ``provenance.json`` and of every stage record it
-holds, all equal; see ``ifer.core.machine``): reruns are bit-identical, so every number must be identical --
+holds -- each training run's and each evaluation's -- stage by stage equal; see ``ifer.core.machine``): reruns are bit-identical, so every number must be identical --
 every metric, seed by seed (rule ``exact``), and every number in ``fer_metrics.json``,
 ``inversion_metrics.json``, ``predictions/**/*.json`` and ``released/*.json`` (rule ``exact-file``; any
 difference is listed). Detects any change. ``--tolerance`` does not apply.
@@ -228,7 +228,14 @@ def metric_values(results_dir: str | Path) -> dict[tuple[str, str, str, str], Va
 
 
 def kernel_keys(results_dir: str | Path) -> dict[str, str]:
-    """``{"report": kernel_key of provenance.json, <stage>: kernel_key of each stage record}``; {} if none."""
+    """``{"report": kernel_key of provenance.json, <stage>: kernel_key of each stage record}``; {} if none.
+
+    The report's ``provenance.json`` holds every stage's record: the training runs' (``train_asit``,
+    ``invert``, ``train_fer``, ``finetune_asit``: ``runs/<profile>/**/provenance.json``) and the evaluations'.
+    Records of one stage with different keys (runs trained on two machines or thread counts, or one run
+    resumed on another) join as ``"key1 / key2"``, so the two sides are equal only when every stage ran on
+    the same kernel.
+    """
     res = Path(results_dir)
     records: list[tuple[str, dict]] = []
     prov_file = res / "provenance.json"
@@ -242,9 +249,13 @@ def kernel_keys(results_dir: str | Path) -> dict[str, str]:
             records.append((str(rec["stage"]), rec))
     out: dict[str, str] = {}
     for name, rec in records:
-        key = (rec.get("hardware") or {}).get("kernel_key")
-        if key:
-            out[name] = key if out.get(name, key) == key else f"{out[name]} / {key}"
+        # a resumed training run lists every session's key (``kernel_keys_seen``, ifer.stages.record_session)
+        keys = [k for k in rec.get("kernel_keys_seen") or [(rec.get("hardware") or {}).get("kernel_key")] if k]
+        for key in keys:
+            if name not in out:
+                out[name] = key
+            elif key not in out[name].split(" / "):
+                out[name] = f"{out[name]} / {key}"
     return out
 
 
