@@ -62,46 +62,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def train_step(name: str, img: int, batch: int, dtype: str, device: str):
-    """A closure running one training step of ``name`` in ``dtype`` (fp32 | fp16 | bf16) on ``device``."""
-    import ifer
-
-    torch.manual_seed(0)
-    x = torch.randn(batch, 3, img, img, device=device)
-    if name.startswith("asit"):
-        net = ifer.create_model(name, train_decoder=True)
-        net.init_latent_avg(256, seed=0)
-        net.to(device).train()
-
-        def loss_fn():
-            return ((net(x) - x) ** 2).mean()
-    else:
-        net = ifer.create_model(name, num_classes=7).to(device).train()
-        y = torch.randint(0, 7, (batch,), device=device)
-
-        def loss_fn():
-            out = net.training_loss(x, y)
-            return out[0] if isinstance(out, tuple) else out
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], 1e-4)
-    amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype)
-    scaler = torch.amp.GradScaler(device, enabled=dtype == "fp16")
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = loss_fn()
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        return loss
-    return step
-
-
 def measure_step(name: str, img: int, batch: int, dtype: str, device: str, warmup: int, iters: int) -> dict:
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    step = train_step(name, img, batch, dtype, device)
+    from ifer.bench.steps import training_step
+
+    step = training_step(name, img, batch, dtype, device)
     for _ in range(warmup):  # cuDNN autotuning, allocator growth, first-call packing
         step()
     _sync(device)

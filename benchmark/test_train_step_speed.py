@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import ifer
+from ifer.bench.steps import training_step
 from ifer.bench.timers import measure_interleaved
 from ifer.core.machine import cpu_name, native_bf16
 
@@ -46,33 +46,7 @@ def _reference(n: int = 1024, reps: int = 8):
 
 
 def _step(name: str, amp: bool):
-    torch.manual_seed(0)
-    bs = BATCH.get(name, 32)
-    x = torch.randn(bs, 3, 64, 64)
-    if name == "asit_tiny":
-        net = ifer.create_model(name, train_decoder=True)
-        net.init_latent_avg(256, seed=0)  # as the tiny profile builds it (latent_avg_samples mapped latents)
-        net.train()
-
-        def loss_fn():
-            return ((net(x) - x) ** 2).mean()  # encoder + decoder, the L2 term of an ASIT generator step
-    else:
-        net = ifer.create_model(name, num_classes=7).train()
-        y = torch.randint(0, 7, (bs,))
-
-        def loss_fn():
-            out = net.training_loss(x, y)
-            return out[0] if isinstance(out, tuple) else out
-    opt = torch.optim.AdamW(net.parameters(), 1e-4)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            loss = loss_fn()
-        loss.backward()
-        opt.step()
-        return float(loss)
-    return step
+    return training_step(name, 64, BATCH.get(name, 32), "bf16" if amp else "fp32", "cpu")
 
 
 def _key(amp: bool) -> str:
