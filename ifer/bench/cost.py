@@ -62,7 +62,7 @@ def speed(model: nn.Module, img_size: int, batch: int = 32, warmup: int = 3, ite
            "fp32_peak_tflops": cpu_peak("fp32")["tflops"]}
     for n, key in ((1, "latency"), (batch, "throughput")):
         x = torch.randn(n, 3, img_size, img_size)
-        r = measure_interleaved({"model": lambda: model(x), "ref": lambda: ref(x)}, warmup=warmup, iters=iters,
+        r = measure_interleaved({"model": lambda x=x: model(x), "ref": lambda x=x: ref(x)}, warmup=warmup, iters=iters,
                                 batch_size=n)
         if key == "latency":
             out |= {"latency_ms": r["model"]["median_s"] * 1e3, "ref_latency_ms": r["ref"]["median_s"] * 1e3,
