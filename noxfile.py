@@ -145,7 +145,7 @@ def regression(session: nox.Session) -> None:
     # evaluation stages and the report run alone in their waves (nothing else is ready beside them), so they get
     # both cores instead of leaving one idle.
     res = [f"launch.resources.default.{k}={v}" for k, v in (("gpus", 0), ("cpus", 1), ("mem_gb", 6))]
-    res += [f"launch.resources.{kind}.cpus=2" for kind in ("eval_inversion", "eval_fer", "report")]
+    res += [f"launch.resources.{kind}.cpus=2" for kind in ("eval_inversion", "eval_fer", "analyze_fer", "report")]
     victim = ROOT / "runs" / "tiny" / "asit" / "seed0"
     stale = subprocess.run([str(PY), "-m", "dvc", "status", "train_asit@0"], cwd=ROOT, capture_output=True,
                            text=True, env={**os.environ, **env}).stdout

@@ -154,7 +154,8 @@ def pipeline_commands(py: str = sys.executable, params: str = "params.yaml",
                     cmds.append((f"train_fer@{p}-{m}-{d}-{s}", cli + [
                         "train-fer", "--params", params, "--protocol", p, "--method", m, "--dataset", d,
                         "--seed", str(s)]))
-    cmds += [("eval_fer", cli + ["eval-fer", "--params", params]), ("report", cli + ["report", "--params", params])]
+    cmds += [("eval_fer", cli + ["eval-fer", "--params", params]),
+             ("analyze_fer", cli + ["analyze-fer", "--params", params]), ("report", cli + ["report", "--params", params])]
     m0, d0, s0 = cfg.methods[0], cfg.data.fer.datasets[0], cfg.seeds[0]
     cmds.append((f"torchrun_nccl_train_fer@{m0}-{d0}-{s0}", [
         py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "ifer.cli", "train-fer",

@@ -107,7 +107,7 @@ def _resume_command(args: list[str]) -> str:
 USER_VERBS = ("config", "weights", "predict", "eval-checkpoint", "invert", "compare", "readme", "verify",
               "plan", "launch")
 PIPELINE_VERBS = ("data", "verify", "fingerprint-inputs", "train-asit", "invert", "eval-inversion", "finetune-asit",
-                  "fer-init", "train-fer", "eval-fer", "report")  # dvc.yaml's stages, in pipeline order
+                  "fer-init", "train-fer", "eval-fer", "analyze-fer", "report")  # dvc.yaml's stages, in pipeline order
 
 _SUMMARY = {
     "config": "print or save a resolved config (defaults <- profile <- --params files <- key=value overrides)",
@@ -130,6 +130,8 @@ _SUMMARY = {
     "fer-init": "record what each FER run starts from (the ASIT checkpoint for IFER) in runs/<profile>/fer_init/",
     "train-fer": "train the FER methods (each protocol x method x dataset x seed)",
     "eval-fer": "score every FER run on its test split; identity probe on SynthFER",
+    "analyze-fer": "beyond accuracy, from the trained runs: cost, calibration, corruptions, transfer; SynthFER "
+                   "accuracy by factor and factor probes",
     "report": "comparison tables, plots and provenance into results/<profile>/",
 }
 # the one-line form `ifer --help` lists where it differs from the summary
@@ -169,6 +171,8 @@ _EXAMPLES = {
     "train-fer": ["ifer train-fer --params params.yaml --protocol clean --method ifer --dataset synthfer --seed 0",
                   "ifer train-fer --profile tiny asit.train.steps=100 fer_methods.ifer.train.epochs=2"],
     "eval-fer": ["ifer eval-fer --params params.yaml"],
+    "analyze-fer": ["ifer analyze-fer --params params.yaml",
+                    "ifer analyze-fer --params params.yaml analysis.corruptions.severities=[3] analysis.cost.timed=false"],
     "report": ["ifer report --params params.yaml"],
 }
 
@@ -320,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", action="append", type=int, help="a `seeds` entry (repeatable; default: all of them)")
     _resume_flags(p)
     add("eval-fer")
+    add("analyze-fer")
     add("report")
     return ap
 
@@ -402,6 +407,8 @@ def _main(argv: list[str] | None = None) -> int:
                                    resume_override=args.resume_override, protocols=args.protocol)
         elif args.verb == "eval-fer":
             stages.stage_eval_fer(cfg, info)
+        elif args.verb == "analyze-fer":
+            stages.stage_analyze_fer(cfg, info)
         elif args.verb == "report":
             stages.stage_report(cfg)
     return 0

@@ -45,6 +45,7 @@ DEFAULT_RESOURCES = {
     "eval_inversion": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 240},
     "train_fer": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 720},
     "eval_fer": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 240},
+    "analyze_fer": {"gpus": 1, "cpus": 8, "mem_gb": 32, "time_min": 480},
 }
 
 

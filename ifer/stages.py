@@ -109,6 +109,8 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if hasattr(o, "item") and getattr(o, "ndim", None) == 0:  # numpy / scipy scalars (float64, bool_, int64)
+        return o.item()
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
@@ -715,6 +717,17 @@ def _train_fer_protocol(cfg: Config, info: DistInfo, methods, datasets, seeds, r
     return results
 
 
+def trained_fer_model(cfg: Config, method: str, dataset: str, seed: int, num_classes: int, device):
+    """The selected checkpoint (``best.pt``) of one FER run, built as it was trained, on ``device``, in eval mode:
+    the one loader of eval_fer and analyze_fer."""
+    from ifer.train.checkpoint import load_trained_weights
+
+    model = build_fer_model(with_seed(cfg, asit_seed_for(cfg, seed)), method, num_classes,
+                            start_weights=False)  # best.pt replaces every weight
+    load_trained_weights(model, fer_run_dir(cfg, method, dataset, seed) / "best.pt", "model")
+    return model.to(device).eval()
+
+
 def stage_eval_fer(cfg: Config, info: DistInfo):
     """Re-score every selected checkpoint of every protocol on its test split; add the identity linear probe on
     SynthFER. Rows and runs carry ``protocol`` (and runs ``init``); predictions go to
@@ -726,7 +739,6 @@ def stage_eval_fer(cfg: Config, info: DistInfo):
     from ifer.report.plots import confusion_matrix_plot
     from ifer.report.provenance import write_stage_provenance
     from ifer.report.stats import image_ids, write_predictions
-    from ifer.train.checkpoint import load_trained_weights
 
     _set_threads(cfg)
     rows, runs = [], []
@@ -739,11 +751,7 @@ def stage_eval_fer(cfg: Config, info: DistInfo):
             per_ds = predictions.setdefault((pcfg.protocol, dataset), {"image_ids": image_ids(splits.test), "runs": {}})
             confusions = []
             for seed in pcfg.seeds:
-                out = fer_run_dir(pcfg, method, dataset, seed)
-                model = build_fer_model(with_seed(pcfg, asit_seed_for(pcfg, seed)), method, splits.num_classes,
-                                        start_weights=False)  # best.pt replaces every weight
-                load_trained_weights(model, out / "best.pt", "model")
-                model.to(info.device)
+                model = trained_fer_model(pcfg, method, dataset, seed, splits.num_classes, info.device)
                 # each rank scores its shard; all get every prediction once, in order; rank 0 alone scores and writes
                 pred = predict_sharded(model, splits.test, pcfg.eval.batch_size, info.device, info,
                                        features=splits.identities is not None)
@@ -786,6 +794,172 @@ def _recorded_init(cfg: Config, method: str, seed: int) -> str:
     """The ``init`` fer_init recorded for this run (what the report's init column shows)."""
     path = fer_init_file(cfg, method, seed)
     return json.loads(path.read_text())["init"] if path.is_file() else init_label(cfg, method)
+
+
+# ---------------------------------------------------------------------------------------------- beyond accuracy
+def _class_map(train_names, test_names) -> dict[int, int]:
+    """Test label -> the training class of the same name (the 7 basic expressions by name; a test class the
+    training set lacks, e.g. FERPlus's contempt, maps to nothing and its images are left out)."""
+    return {j: list(train_names).index(n) for j, n in enumerate(test_names) if n in list(train_names)}
+
+
+def stage_analyze_fer(cfg: Config, info: DistInfo):
+    """Beyond one accuracy (issue 21), from the trained runs, nothing retrained: model cost (parameters, MACs,
+    CPU latency / throughput as ratios to a ResNet-18 measured alongside), calibration (ECE, MCE, reliability
+    bins), accuracy under 5 corruptions x severities, cross-dataset transfer between the configured datasets;
+    on SynthFER accuracy per bin of each known factor (with the paired seed-level test between methods) and linear
+    probes of every factor at one common width. Writes ``results/<profile>/analysis_metrics.json`` and the
+    plots under ``plots/{reliability,robustness,corruptions}``; the report stage builds the tables.
+
+        python -m ifer.cli analyze-fer --params params.yaml
+    """
+    import numpy as np
+
+    from ifer.bench.cost import model_cost
+    from ifer.data.build import fer_datasets, fer_preprocessing
+    from ifer.data.corruptions import PROTOCOL as CORRUPTION_PROTOCOL
+    from ifer.data.corruptions import SEVERITIES, CorruptedDataset, parameter
+    from ifer.data.factors import factor_bins
+    from ifer.eval.classify import predict
+    from ifer.eval.probe import factor_probe
+    from ifer.metrics.calibration import PROTOCOL as CALIBRATION_PROTOCOL
+    from ifer.metrics.calibration import calibration_metrics
+    from ifer.metrics.fer import fer_metrics
+    from ifer.report import plots
+    from ifer.report.provenance import write_stage_provenance
+    from ifer.report.stats import pairwise_table, seed_interval
+
+    _set_threads(cfg)
+    a = cfg.analysis
+    res = results_root(cfg)
+    types, severities = list(a.corruptions.types), [int(s) for s in a.corruptions.severities]
+    bs = int(cfg.eval.batch_size)
+    runs, cost = [], {}
+    pooled: dict[tuple, dict] = {}      # (protocol, method, dataset) -> probs / labels over seeds (reliability plot)
+    by_ds: dict[tuple, dict] = {}       # (protocol, dataset) -> metas, identities, correct / features per method, seed
+    analysed = list(a.protocols) if a.get("protocols") else list(cfg.protocols)
+    for pcfg in protocol_configs(cfg, analysed):
+        for method in pcfg.methods:
+            recipe = pcfg.fer_methods[method].train
+            prep = fer_preprocessing(recipe)
+            size = int(prep["input_size"][1])
+            splits = {d: fer_datasets(pcfg, d, recipe, eval_only=True) for d in pcfg.data.fer.datasets}
+            # test-only datasets (tiny: synthfer_shift) join the transfer table as columns, never as training rows
+            targets = {**splits, **{d: fer_datasets(pcfg, d, recipe, eval_only=True)
+                                    for d in (a.transfer_datasets or []) if d not in splits}}
+            for dataset, sp in splits.items():
+                n_corrupt = len(sp.test) if a.corruptions.max_images is None else min(len(sp.test), int(a.corruptions.max_images))
+                for seed in pcfg.seeds:
+                    model = trained_fer_model(pcfg, method, dataset, seed, sp.num_classes, info.device)
+                    if method not in cost:  # counted (and timed) once per method: every seed is the same network
+                        cost[method] = {"model": pcfg.fer_methods[method].model,
+                                        **model_cost(model.cpu(), size, timed=bool(a.cost.timed),
+                                                     batch=int(a.cost.batch), iters=int(a.cost.iters))}
+                        model.to(info.device)
+                    pred = predict(model, sp.test, bs, info.device, features=sp.identities is not None)
+                    probs = torch.softmax(pred["logits"].double(), 1)
+                    labels = pred["labels"]
+                    correct = (pred["logits"].argmax(1) == labels).numpy()
+                    run = {"protocol": pcfg.protocol, "method": method, "dataset": dataset, "seed": seed,
+                           "n_images": len(labels), "accuracy": float(correct.mean()),
+                           "calibration": calibration_metrics(probs, labels, int(a.calibration_bins))}
+                    pool = pooled.setdefault((pcfg.protocol, method, dataset), {"probs": [], "labels": []})
+                    pool["probs"].append(probs)
+                    pool["labels"].append(labels)
+                    sub = list(range(n_corrupt))
+                    corr = {"n_images": n_corrupt, "clean_accuracy": float(correct[:n_corrupt].mean()), "accuracy": {}}
+                    for name in types:
+                        corr["accuracy"][name] = {}
+                        for sev in severities:
+                            ds = CorruptedDataset(sp.test, name, sev, prep["mean"], prep["std"],
+                                                  seed=int(a.corruptions.seed), indices=sub)
+                            p = predict(model, ds, bs, info.device)
+                            corr["accuracy"][name][str(sev)] = float((p["logits"].argmax(1) == p["labels"]).float().mean())
+                    run["corruptions"] = corr
+                    transfer = {}
+                    for other, osp in targets.items():
+                        if other == dataset or not a.transfer:
+                            continue
+                        cmap = _class_map(sp.class_names, osp.class_names)
+                        keep = [i for i, r in enumerate(osp.test.records) if int(r.label) in cmap]
+                        if not keep:
+                            continue
+                        p = predict(model, torch.utils.data.Subset(osp.test, keep), bs, info.device)
+                        y = torch.tensor([cmap[int(v)] for v in p["labels"].tolist()])
+                        m = fer_metrics(p["logits"], y, sp.num_classes)
+                        transfer[other] = {"accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"],
+                                           "n_images": len(keep), "digest": osp.protocol.get("digest"),
+                                           "class_map": {osp.class_names[j]: sp.class_names[k] for j, k in cmap.items()}}
+                    run["transfer"] = transfer
+                    runs.append(run)
+                    if sp.identities is not None:
+                        d = by_ds.setdefault((pcfg.protocol, dataset), {
+                            "metas": [r.meta for r in sp.test.records], "identities": list(sp.identities),
+                            "correct": {}, "features": {}})
+                        d["correct"].setdefault(method, {})[seed] = correct
+                        d["features"].setdefault(method, {})[seed] = pred["features"]
+    # SynthFER: accuracy per factor bin (paired seed-level t test between methods per bin) and factor probes
+    robustness, probes = [], []
+    for (protocol, dataset), d in by_ds.items():
+        methods = list(d["correct"])
+        seeds = sorted(d["correct"][methods[0]])
+        for factor in a.robustness_factors:
+            fb = factor_bins(d["metas"], factor)
+            for b, bin_name in enumerate(fb["names"]):
+                idx = [i for i, v in enumerate(fb["bins"]) if v == b]
+                if not idx:
+                    continue
+                correct = {m: np.stack([d["correct"][m][s][idx] for s in seeds]).astype(int) for m in methods}
+                per_method = {m: {"per_seed": [float(c.mean()) for c in correct[m]],
+                                  **seed_interval([float(c.mean()) for c in correct[m]])} for m in methods}
+                tests = pairwise_table(correct) if len(methods) > 1 else []
+                robustness.append({"protocol": protocol, "dataset": dataset, "factor": factor, "bin": bin_name,
+                                   "definition": fb["definition"], "edges": fb["edges"], "n_images": len(idx),
+                                   "methods": per_method, "pairwise": tests})
+        widths = {m: int(d["features"][m][seeds[0]].shape[1]) for m in methods}
+        width = int(a.probe_width) if a.probe_width is not None else min(widths.values())
+        for factor in a.probe_factors:
+            fb = factor_bins(d["metas"], factor)
+            for m in methods:
+                for s in seeds:
+                    r = factor_probe(d["features"][m][s], fb["bins"], d["identities"], width, seed=s,
+                                     per_identity_split=factor == "identity", name=factor)
+                    probes.append({"protocol": protocol, "dataset": dataset, "factor": factor, "method": m,
+                                   "seed": s, "definition": fb["definition"], **r})
+    if not info.is_main:
+        return None
+    for folder in ("reliability", "robustness", "corruptions"):  # DVC outs: present even when empty (no SynthFER)
+        (res / "plots" / folder).mkdir(parents=True, exist_ok=True)
+    payload = {
+        "protocols_analysed": analysed,
+        "protocols": {"calibration": CALIBRATION_PROTOCOL, "corruptions": CORRUPTION_PROTOCOL,
+                      "corruption_parameters": {n: {str(s): parameter(n, s, int(fer_preprocessing(
+                          cfg.fer_methods[cfg.methods[0]].train)["input_size"][1])) for s in severities} for n in types},
+                      "severity_values": {n: SEVERITIES[n] for n in types},
+                      "probe": "multinomial logistic regression (L-BFGS, L2 1e-3) on features standardised and "
+                               "PCA-reduced to a common width; nuisance factors: fit on half the identities, scored "
+                               "on the others; identity: half of each identity's images",
+                      "cost": "params; MACs = torch FlopCounterMode FLOPs / 2 at the evaluated input size, batch 1; "
+                              "latency / throughput interleaved with a ResNet-18 reference (ratios)"},
+        "cost": cost, "runs": runs, "robustness": robustness, "probes": probes}
+    write_json(res / "analysis_metrics.json", payload)
+    for (protocol, method, dataset), pool in pooled.items():
+        cal = calibration_metrics(torch.cat(pool["probs"]), torch.cat(pool["labels"]), int(a.calibration_bins))
+        plots.reliability_diagram(cal["bins"], res / "plots" / "reliability" / protocol / f"{method}_{dataset}.png",
+                                  f"{method} on {dataset}, {protocol}: ECE {100 * cal['ece']:.1f} points "
+                                  f"(seeds pooled)")
+    for (protocol, dataset) in {(r["protocol"], r["dataset"]) for r in robustness}:
+        for factor in a.robustness_factors:
+            rows = [r for r in robustness if (r["protocol"], r["dataset"], r["factor"]) == (protocol, dataset, factor)]
+            if rows:
+                plots.factor_plot(rows, res / "plots" / "robustness" / protocol / f"{dataset}_{factor}.png",
+                                  f"accuracy by {factor} ({rows[0]['definition']}), {dataset}, {protocol}")
+    for (protocol, dataset) in {(r["protocol"], r["dataset"]) for r in runs}:
+        sel = [r for r in runs if (r["protocol"], r["dataset"]) == (protocol, dataset)]
+        plots.corruption_plot(sel, types, severities, res / "plots" / "corruptions" / protocol / f"{dataset}.png",
+                              f"accuracy under corruptions, {dataset}, {protocol} (mean over seeds)")
+    write_stage_provenance(res, "analyze_fer", cfg.to_dict(), cfg.seeds, name="provenance_analyze_fer.json")
+    return payload
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -836,6 +1010,13 @@ def stage_report(cfg: Config):
               "seed": r["seed"], **r["identity_probe"]} for r in fer["runs"] if "identity_probe" in r]
     written += t.write_probe(probe, res, "identity_probe",
                              "Identity information in the expression features (linear probe, SynthFER test identities)")
+    extra_rows = []
+    if (res / "analysis_metrics.json").is_file():  # the analyze_fer stage: cost, calibration, robustness, probes
+        from ifer.report import analysis
+
+        payload = json.loads((res / "analysis_metrics.json").read_text())
+        written += analysis.write_analysis_tables(payload, res, cfg.profile)
+        extra_rows = analysis.headline_rows(payload)
     # training curves
     asit_log = read_log(asit_dir(cfg) / "log.jsonl", "train")
     if asit_log:
@@ -855,7 +1036,8 @@ def stage_report(cfg: Config):
         training_curves(series, res / "plots" / "curves" / "fer_selection_accuracy.png",
                         f"FER selection accuracy per epoch (seed {cfg.seeds[0]})", xlabel="epoch")
     # DVC: every headline number as scalar leaves (`dvc metrics show`), per-run and over-seed curves (`dvc plots show`)
-    summary = t.summary_metrics(t.headline_rows(fer["rows"] + released["ifer"], inv_rows + released["asit"], probe))
+    summary = t.summary_metrics(t.headline_rows(fer["rows"] + released["ifer"], inv_rows + released["asit"], probe)
+                                + extra_rows)
     written.append(t.write_summary(summary, res / "summary.json"))
     written += _write_curves(cfg, res / "curves")
     # the report machine is not the training machine: keep every stage's own record beside this one

@@ -114,8 +114,43 @@ def test_provenance_has_isa_flags_and_each_stage_record():
     assert "bit-identical only" in prov["bit_identity"]
     stages = {r["stage"] for r in prov["stages"].values()}
     # every stage that computes numbers speaks for itself, training included (ifer compare's exact rule needs them)
-    assert {"train_asit", "invert", "eval_inversion", "train_fer", "eval_fer"} <= stages, stages
+    assert {"train_asit", "invert", "eval_inversion", "train_fer", "eval_fer", "analyze_fer"} <= stages, stages
     train = [r for r in prov["stages"].values() if r["stage"] == "train_fer"]
     c = prov["config"]
     n_runs = len(c["protocols"]) * len(c["methods"]) * len(c["data"]["fer"]["datasets"]) * len(c["seeds"])
     assert len(train) == n_runs and all(r["kernel_keys_seen"] for r in train)
+
+
+def test_analyses_beyond_accuracy_cover_every_method_with_tables_and_plots():
+    a = _load("analysis_metrics.json")
+    c = _load("provenance.json")["config"]
+    methods = set(c["methods"])
+    assert set(a["cost"]) == methods
+    for cost in a["cost"].values():
+        assert cost["params"] > 0 and cost["gmacs"] > 0
+        sp = cost["speed"]  # tiny times every model beside a ResNet-18 reference
+        assert sp["latency_ratio"] > 0 and sp["throughput_ratio"] > 0 and sp["fp32_peak_tflops"]
+    runs = {(r["method"], r["seed"]) for r in a["runs"]}
+    assert runs == {(m, s) for m in methods for s in c["seeds"]}
+    for r in a["runs"]:
+        assert 0 <= r["calibration"]["ece"] <= 1 and sum(b["count"] for b in r["calibration"]["bins"]) == r["n_images"]
+        corr = r["corruptions"]["accuracy"]
+        assert set(corr) == set(c["analysis"]["corruptions"]["types"])
+        assert all(set(v) == {str(s) for s in c["analysis"]["corruptions"]["severities"]} for v in corr.values())
+    factors = {r["factor"] for r in a["robustness"]}
+    assert factors == set(c["analysis"]["robustness_factors"])
+    assert all(r["pairwise"] and len(r["methods"]) == len(methods) for r in a["robustness"])
+    probed = {(p["factor"], p["method"]) for p in a["probes"]}
+    assert probed == {(f, m) for f in c["analysis"]["probe_factors"] for m in methods}
+    assert len({p["width"] for p in a["probes"]}) == 1  # one common width: capacity normalised
+    for name in ("fer_cost", "fer_calibration", "fer_corruptions", "fer_robustness", "factor_probe", "fer_transfer"):
+        md = (RES / f"{name}.md").read_text()
+        assert md.count("\n| ") >= 2, name  # a header and at least one row
+    assert "(n=3)" in (RES / "fer_calibration.md").read_text()
+    # tiny's transfer: trained on synthfer, tested on the same people at full nuisance (data.synthfer_shift)
+    assert all(set(r["transfer"]) == {"synthfer_shift"} and r["transfer"]["synthfer_shift"]["n_images"] == 560
+               for r in a["runs"])
+    for folder in ("reliability", "robustness", "corruptions"):
+        assert list((RES / "plots" / folder).rglob("*.png")), folder
+    summary = _load("summary.json")
+    assert any(k.endswith("/ece") for k in summary) and any(k.endswith("/cost/gmacs") for k in summary)

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 def dataset_root(cfg, name: str) -> Path:
     """SynthFER lives at ``data.synthfer.out``; licensed datasets under ``paths.datasets/<adapter>``."""
     adapter = FER_DATASETS.get(name, (name, {}))[0]
+    if name == "synthfer_shift":
+        return Path(cfg.data.synthfer.out) / "shift"
     return Path(cfg.data.synthfer.out) if adapter == "synthfer" else Path(cfg.paths.datasets) / adapter
 
 
@@ -59,7 +61,11 @@ def bad_input_policy(cfg, name: str) -> dict[str, Any]:
 def generate_configured_synthfer(cfg) -> dict:
     """Generate SynthFER as configured in ``data.synthfer`` into ``<paths.datasets>/synthfer``."""
     params = {k: v for k, v in cfg.data.synthfer.to_dict().items() if k != "out"}
-    return generate_synthfer(Path(cfg.data.synthfer.out), SynthFERConfig(**params))
+    manifest = generate_synthfer(Path(cfg.data.synthfer.out), SynthFERConfig(**params))
+    shift = cfg.data.get_path("synthfer_shift", None)
+    if shift:  # same seed and counts: the same people and random draws, only the amplitudes given here differ
+        generate_synthfer(dataset_root(cfg, "synthfer_shift"), SynthFERConfig(**{**params, **shift.to_dict()}))
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------- inversion

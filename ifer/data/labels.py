@@ -116,6 +116,9 @@ SYNTHFER = LabelMap("synthfer", {i: n for i, n in enumerate(EXPRESSIONS_7)})
 # Config dataset names (``data.fer.datasets``) -> (adapter name, adapter kwargs): the class protocol of each.
 FER_DATASETS: dict[str, tuple[str, dict[str, Any]]] = {
     "synthfer": ("synthfer", {}),
+    # data.synthfer_shift: the same SynthFER people and draws at another nuisance strength, written under
+    # <data.synthfer.out>/shift by `ifer data`; a test set for cross-dataset transfer (analysis.transfer_datasets)
+    "synthfer_shift": ("synthfer", {}),
     "rafdb": ("rafdb", {}),
     "sfew": ("sfew", {}),
     "affectnet7": ("affectnet", {"num_classes": 7}),

@@ -127,6 +127,20 @@ def check_report(results: Path, methods: list[str], datasets: list[str], protoco
                          if f"{p}_mean" not in rows or rows[f"{p}_mean"].isna().all()]
             if {"clean", "released"} <= set(protocols) and rows["delta_released_minus_clean"].isna().all():
                 problems.append(f"fer_comparison.csv: {m} x {d} has no released - clean delta")
+    # the analyses beyond accuracy (issue 21): every run analysed, every table written, the transfer matrix full
+    analysis = json.loads((results / "analysis_metrics.json").read_text())
+    seen = {(r["protocol"], r["method"], r["dataset"]) for r in analysis["runs"]}
+    analysed = analysis.get("protocols_analysed") or []
+    problems += [f"analysis_metrics.json analyses {analysed}, not a subset of {list(protocols)}"
+                 for _ in [0] if not analysed or not set(analysed) <= set(protocols)]
+    problems += [f"analysis_metrics.json has no run for {p} x {m} x {d}" for p in analysed for m in methods
+                 for d in datasets if (p, m, d) not in seen]
+    problems += [f"analysis_metrics.json: {r['protocol']} x {r['method']} x {r['dataset']} transfers to "
+                 f"{sorted(r['transfer'])}, not to every other dataset" for r in analysis["runs"]
+                 if set(r["transfer"]) != set(datasets) - {r["dataset"]}]
+    problems += [f"analysis_metrics.json: no cost for {m}" for m in methods if m not in analysis["cost"]]
+    problems += [f"{n} was not written" for n in ("fer_cost.md", "fer_calibration.md", "fer_corruptions.md",
+                                                  "fer_transfer.md") if not (results / n).is_file()]
     inv = json.loads((results / "inversion_metrics.json").read_text())["methods"]["asit"]
     for prefix in ("lpips", "id_sim", "fid"):
         found = {k: v for k, v in inv.items() if k.startswith(prefix)}

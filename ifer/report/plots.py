@@ -1,5 +1,6 @@
 """Plots for results/: inversion grids (source over reconstruction), confusion matrices (counts or the mean over
-seeds), training curves.
+seeds), training curves; the analyses beyond accuracy: reliability diagrams, accuracy by SynthFER factor bin,
+accuracy under corruptions by severity.
 
     python -c "from ifer.report.plots import confusion_matrix_plot as p; p([[2, 1], [0.5, 3]], ['a', 'b'], '/tmp/cm.png', 'demo')"
 """
@@ -63,6 +64,69 @@ def training_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], 
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def reliability_diagram(bins: Sequence[dict], path: str | Path, title: str) -> Path:
+    """Accuracy against mean confidence per equal-width confidence bin (``ifer.metrics.calibration.reliability_bins``);
+    bar width = bin, the diagonal = perfect calibration, counts printed above the bars."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    for b in bins:
+        if not b["count"]:
+            continue
+        w = b["upper"] - b["lower"]
+        ax.bar(b["lower"], b["accuracy"], width=w, align="edge", color="tab:blue", alpha=0.75, edgecolor="k", lw=0.4)
+        ax.plot([b["lower"], b["upper"]], [b["confidence"]] * 2, color="tab:red", lw=1.2)
+        ax.text(b["lower"] + w / 2, min(0.97, b["accuracy"] + 0.02), str(b["count"]), ha="center", fontsize=5)
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    ax.plot([], [], color="tab:red", lw=1.2, label="mean confidence in bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("top-1 confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+def factor_plot(rows: Sequence[dict], path: str | Path, title: str) -> Path:
+    """Accuracy per bin of one factor, one line per method: mean over seeds with its 95% t-interval as error bars
+    (``rows``: the analyze stage's robustness rows of one protocol, dataset and factor, in bin order)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    names = [r["bin"] for r in rows]
+    for k, method in enumerate(rows[0]["methods"]):
+        st = [r["methods"][method] for r in rows]
+        mean = np.array([100 * s["mean"] for s in st])
+        err = np.array([[100 * (s["mean"] - s["ci_low"]) if s["ci_low"] is not None else 0 for s in st],
+                        [100 * (s["ci_high"] - s["mean"]) if s["ci_high"] is not None else 0 for s in st]])
+        ax.errorbar(np.arange(len(names)) + 0.06 * (k - 1.5), mean, yerr=err, marker="o", capsize=3, lw=1.2,
+                    label=method)
+    ax.set_xticks(range(len(names)), [f"{n}\n(n={r['n_images']})" for n, r in zip(names, rows)], fontsize=7)
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+def corruption_plot(runs: Sequence[dict], types: Sequence[str], severities: Sequence[int], path: str | Path,
+                    title: str) -> Path:
+    """Accuracy (mean over seeds) against severity, one panel per corruption, one line per method; severity 0 is
+    the clean accuracy on the same images."""
+    fig, axes = plt.subplots(1, len(types), figsize=(2.6 * len(types), 2.9), sharey=True, squeeze=False)
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    for ax, name in zip(axes[0], types):
+        for method in methods:
+            sel = [r["corruptions"] for r in runs if r["method"] == method]
+            ys = [np.mean([c["clean_accuracy"] for c in sel])] + [
+                np.mean([c["accuracy"][name][str(s)] for c in sel]) for s in severities]
+            ax.plot([0, *severities], 100 * np.array(ys), marker="o", lw=1.2, label=method)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("severity (0 = clean)", fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 

@@ -106,8 +106,17 @@ def results_block(results_dir: str | Path) -> str:
         if (res / name).is_file():
             # links inside the tables are relative to the results folder; the README sits at the repository root
             lines += ["", (res / name).read_text().strip().replace("](plots/", f"]({res.as_posix()}/plots/")]
+    if (res / "analysis_metrics.json").is_file():
+        from ifer.report.analysis import readme_summary
+
+        compact = readme_summary(json.loads((res / "analysis_metrics.json").read_text()))
+        if compact:
+            lines += ["", compact]
     more = [f"[{title}]({res.as_posix()}/{name})" for name, title in
             (("fer_per_class.md", "per-class accuracy"), ("identity_probe.md", "identity probe"),
+             ("fer_cost.md", "model cost"), ("fer_calibration.md", "calibration"),
+             ("fer_corruptions.md", "corruptions"), ("fer_robustness.md", "accuracy by factor"),
+             ("factor_probe.md", "factor probes"), ("fer_transfer.md", "cross-dataset transfer"),
              ("plots/inversion_grid.png", "inversion grid"), ("plots/curves", "training curves"))
             if (res / name).exists()]
     if more:

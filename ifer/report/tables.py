@@ -342,7 +342,8 @@ def write_probe(rows: Sequence[dict], out_dir: str | Path, stem: str, title: str
     lines += ["", "Lower = less identity information in the expression features (linear probe on held-out "
               "SynthFER identities, repeated for every training seed). The methods' expression features differ in "
               "width (in tiny from 32 to 384 dimensions), and the probe is not normalised "
-              "for it: a wider feature gives the probe more capacity, so compare widths before reading a difference."]
+              "for it: a wider feature gives the probe more capacity, so compare widths before reading a difference. "
+              "`factor_probe.md` repeats it with every method's features reduced to one common width (PCA)."]
     return _write(per_seed, "\n".join(lines) + "\n", out_dir, stem)
 
 
