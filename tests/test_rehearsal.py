@@ -219,6 +219,13 @@ def _report_fixture(results: Path, protocols=("clean", "released"), lpips=0.3):
     (results / "fer_comparison.csv").write_text("\n".join(lines) + "\n")
     inv = {"lpips_alex": lpips, "id_sim_curricularface_ir101": 0.1, "fid_inception2048_tf1bilinear_uint8": 300.0}
     (results / "inversion_metrics.json").write_text(json.dumps({"methods": {"asit": inv}}))
+    datasets = ("rafdb", "sfew")
+    runs = [{"protocol": p, "method": m, "dataset": d, "transfer": {o: {} for o in datasets if o != d}}
+            for p in protocols for m in ("ifer", "ke2nt") for d in datasets]
+    (results / "analysis_metrics.json").write_text(json.dumps(
+        {"protocols_analysed": list(protocols), "runs": runs, "cost": {"ifer": {}, "ke2nt": {}}}))
+    for name in ("fer_cost.md", "fer_calibration.md", "fer_corruptions.md", "fer_transfer.md"):
+        (results / name).write_text("| table |\n")
 
 
 def test_report_check_names_a_missing_protocol_row_and_a_non_numeric_metric(tmp_path):
@@ -233,6 +240,18 @@ def test_report_check_names_a_missing_protocol_row_and_a_non_numeric_metric(tmp_
     assert "fer_metrics.json has no row for released x ifer x rafdb" in problems
     assert "fer_comparison.csv: ke2nt x sfew has no released estimate" in problems
     assert any("lpips_alex = nan is not a number" in p for p in problems)
+    # the analyses beyond accuracy: a run that does not transfer to every other dataset is named
+    _edit_json(tmp_path / "ok" / "analysis_metrics.json", lambda a: a["runs"][0].update(transfer={}))
+    (tmp_path / "ok" / "fer_transfer.md").unlink()
+    problems = check_report(tmp_path / "ok", ["ifer", "ke2nt"], ["rafdb", "sfew"], ["clean", "released"])
+    assert "fer_transfer.md was not written" in problems
+    assert any("clean x ifer x rafdb transfers to [], not to every other dataset" in p for p in problems)
+
+
+def _edit_json(path, fn):
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
 
 
 @pytest.mark.slow
