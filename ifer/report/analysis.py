@@ -41,6 +41,16 @@ def _groups(runs: Sequence[dict]) -> dict[tuple[str, str, str], list[dict]]:
     return out
 
 
+def corruption_summary(corruptions: dict) -> tuple[float | None, float | None]:
+    """A run's mean corrupted accuracy (every corruption and severity) and its ratio to the clean accuracy on the
+    same images (relative robustness); ``None`` where nothing was corrupted or the clean accuracy is 0."""
+    accs = [v for per_severity in corruptions["accuracy"].values() for v in per_severity.values()]
+    if not accs:
+        return None, None
+    mean = float(np.mean(accs))
+    return mean, (mean / corruptions["clean_accuracy"] if corruptions["clean_accuracy"] else None)
+
+
 def cost_table(cost: dict) -> tuple[pd.DataFrame, str]:
     rows, lines = [], []
     head = ["method", "model", "params (M)", "GMACs @ input", "latency b=1 (ms) [x ResNet-18]",
@@ -99,9 +109,7 @@ def corruption_table(runs: Sequence[dict], parameters: dict) -> tuple[pd.DataFra
         per_seed_mean, per_seed_rel = [], []
         for r in g:
             c = r["corruptions"]
-            accs = [v for t in types for v in c["accuracy"][t].values()]
-            mean = float(np.mean(accs))
-            rel = mean / c["clean_accuracy"] if c["clean_accuracy"] else None
+            mean, rel = corruption_summary(c)
             per_seed_mean.append(mean)
             per_seed_rel.append(rel)
             rows.append({"protocol": protocol, "method": method, "dataset": dataset, "seed": r["seed"],
@@ -110,7 +118,7 @@ def corruption_table(runs: Sequence[dict], parameters: dict) -> tuple[pd.DataFra
                          "mean_corrupted_accuracy": mean, "relative_robustness": rel})
         for t in types:
             cells.append(_est([float(np.mean(list(r["corruptions"]["accuracy"][t].values()))) for r in g])[0])
-        cells.append(_est(per_seed_mean)[0])
+        cells.append(_est(per_seed_mean)[0] if None not in per_seed_mean else "—")
         cells.append(_est(per_seed_rel, 1.0)[0] if None not in per_seed_rel else "— (clean accuracy 0)")
         lines.append("| " + " | ".join(cells) + " |")
     sev = sorted({s for r in runs for t in types for s in r["corruptions"]["accuracy"][t]}, key=int)
@@ -231,14 +239,13 @@ def headline_rows(payload: dict) -> list[dict]:
     relative robustness and each factor probe per seed; parameters and GMACs under dataset ``cost``."""
     out = []
     for r in payload["runs"]:
-        c = r["corruptions"]
-        mean = float(np.mean([v for t in c["accuracy"].values() for v in t.values()])) if c["accuracy"] else None
+        mean, rel = corruption_summary(r["corruptions"])
         base = {"protocol": r["protocol"], "method": r["method"], "dataset": r["dataset"], "seed": r["seed"]}
         out.append({**base, "metric": "ece", "value": r["calibration"]["ece"]})
         if mean is not None:
             out.append({**base, "metric": "mean_corrupted_accuracy", "value": mean})
-            if c["clean_accuracy"]:
-                out.append({**base, "metric": "relative_robustness", "value": mean / c["clean_accuracy"]})
+            if rel is not None:
+                out.append({**base, "metric": "relative_robustness", "value": rel})
     for p in payload["probes"]:
         out.append({"protocol": p["protocol"], "method": p["method"], "dataset": p["dataset"], "seed": p["seed"],
                     "metric": f"probe_{p['factor']}_accuracy", "value": p["accuracy"]})
@@ -269,8 +276,7 @@ def readme_summary(payload: dict) -> str:
         if not g:
             continue
         ece = np.mean([r["calibration"]["ece"] for r in g]) * 100
-        rel = [np.mean([v for t in r["corruptions"]["accuracy"].values() for v in t.values()])
-               / r["corruptions"]["clean_accuracy"] for r in g if r["corruptions"]["clean_accuracy"]]
+        rel = [x for x in (corruption_summary(r["corruptions"])[1] for r in g) if x is not None]
         probe = {}
         for f in ("identity", "pose"):
             sel = [p for p in payload["probes"]
