@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from ifer.report.compare import REL_DETERMINISTIC, REL_PAIRED, compare_results, kernel_keys, run
+from ifer.report.compare import (
+    ANALYSIS_REFERENCE_FAMILY,
+    REL_DETERMINISTIC,
+    REL_PAIRED,
+    analysis_z,
+    compare_results,
+    kernel_keys,
+    run,
+)
 
 RES = Path(__file__).resolve().parents[1] / "results" / "tiny"
 pytestmark = pytest.mark.skipif(not (RES / "fer_metrics.json").is_file() or not (RES / "provenance.json").is_file(),
@@ -196,6 +204,31 @@ def _honest_cross_isa_rerun(res: Path) -> None:
             r["value"] *= 1 + 1e-7
     _inversion(res, inv)
 
+    def analysis(ana):  # the analyses of another draw of each run: seeds' values rotated, ECE up by half a seed sd
+        groups: dict[tuple, list[dict]] = {}
+        for r in ana["runs"]:
+            groups.setdefault((r["protocol"], r["method"], r["dataset"]), []).append(r)
+        for runs in groups.values():
+            parts = [{k: r[k] for k in ("calibration", "corruptions", "transfer")} for r in runs]
+            eces = [r["calibration"]["ece"] for r in runs]
+            sd = (sum((e - sum(eces) / len(eces)) ** 2 for e in eces) / max(1, len(eces) - 1)) ** 0.5
+            for r, part in zip(runs, parts[1:] + parts[:1]):
+                r.update(json.loads(json.dumps(part)))
+                r["calibration"]["ece"] += 0.5 * sd
+        probes: dict[tuple, list[dict]] = {}
+        for p in ana["probes"]:
+            probes.setdefault((p["protocol"], p["dataset"], p["factor"], p["method"]), []).append(p)
+        for ps in probes.values():
+            accs = [p["accuracy"] for p in ps]
+            for p, v in zip(ps, accs[1:] + accs[:1]):
+                p["accuracy"] = v
+        for c in ana["cost"].values():  # timings differ on every run
+            for k in ("latency_ms", "images_per_s"):
+                if k in (c.get("speed") or {}):
+                    c["speed"][k] *= 1.3
+    if (res / "analysis_metrics.json").is_file():
+        _edit(res / "analysis_metrics.json", analysis)
+
 
 def test_honest_cross_isa_rerun_passes_and_each_check_states_what_it_detects(tmp_path):
     a, b = _copy(tmp_path / "a"), _copy(tmp_path / "b")
@@ -205,7 +238,11 @@ def test_honest_cross_isa_rerun_passes_and_each_check_states_what_it_detects(tmp
     rules = {c.key[:2]: c.rule for c in checks}
     assert rules[("inversion", "asit")] == "paired" and rules[("inversion", "mean_image_baseline")] == "deterministic"
     assert rules[("fer/clean", "ifer")] == "seeds" and rules[("probe/clean", "ifer")] == "seeds"
+    assert {c.key[0] for c in checks} >= {"analysis/clean", "cost"}
     for c in checks:
+        if c.rule == "counts":  # parameter / MAC counts: any change is a disagreement on any kernel
+            assert "detects any change" in c.line() and c.detectable == 0
+            continue
         assert "detects shifts >=" in c.line() and c.detectable is not None and c.detectable > 0
         if c.rule == "paired":
             assert c.detectable == pytest.approx(REL_PAIRED * min(abs(x) for x in c.a))
@@ -272,3 +309,80 @@ def test_a_run_resumed_on_another_kernel_is_never_exact(tmp_path):
     assert set(kernel_keys(b)["train_fer"].split(" / ")) == {OTHER_KERNEL, *kernel_keys(a)["train_fer"].split(" / ")}
     assert kernel_keys(a) != kernel_keys(b)
     assert "exact" not in {c.rule for c in compare_results(a, b)}
+
+
+ANA = RES / "analysis_metrics.json"
+
+
+def _analysis(res: Path, fn) -> None:
+    _edit(res / "analysis_metrics.json", fn)
+
+
+@pytest.mark.skipif(not ANA.is_file(), reason="results/tiny has no analysis_metrics.json: run `nox -s reproduce`")
+def test_analysis_numbers_are_compared_and_only_timings_are_exempt(tmp_path):
+    """Same kernel: the whole analysis file is exact except wall-clock timings; one changed ECE fails."""
+    a, b = _copy(tmp_path / "a"), _copy(tmp_path / "b")
+
+    def slower(ana):
+        for c in ana["cost"].values():
+            for k in list(c.get("speed") or {}):
+                if k.endswith(("_ms", "_per_s", "_ratio")):
+                    c["speed"][k] *= 2
+    _analysis(b, slower)
+    checks = compare_results(a, b)
+    assert all(c.agree for c in checks), [c.line() for c in checks if not c.agree]
+    assert any(c.key == ("file", "analysis_metrics.json", "", "numbers") for c in checks)
+    assert {c.key[3] for c in checks if c.key[0] == "analysis/clean"} >= {
+        "ece", "mean_corrupted_accuracy", "relative_robustness", "probe_pose_accuracy", "probe_identity_accuracy"}
+
+    def ece(ana):
+        ana["runs"][0]["calibration"]["ece"] += 1e-9
+    _analysis(b, ece)
+    bad = [c for c in compare_results(a, b) if not c.agree]
+    assert {c.key[:2] for c in bad} == {("file", "analysis_metrics.json"), ("analysis/clean", ana_method(a))}
+
+
+def ana_method(res: Path) -> str:
+    return json.loads((res / "analysis_metrics.json").read_text())["runs"][0]["method"]
+
+
+def _probe_at_chance(ana, method="ifer", factor="identity"):
+    for p in ana["probes"]:
+        if p["method"] == method and p["factor"] == factor:
+            p["accuracy"] = p["chance"]
+
+
+def _corruptions_at_chance(ana, method="ifer"):
+    for r in ana["runs"]:
+        if r["method"] == method:
+            for per in r["corruptions"]["accuracy"].values():
+                for s in per:
+                    per[s] = 1 / 7
+
+
+def _one_more_parameter(ana, method="ifer"):
+    ana["cost"][method]["params"] += 1
+
+
+@pytest.mark.skipif(not ANA.is_file(), reason="results/tiny has no analysis_metrics.json: run `nox -s reproduce`")
+@pytest.mark.parametrize("plant, metrics", [(_probe_at_chance, ["probe_identity_accuracy"]),
+                                            (_corruptions_at_chance, ["mean_corrupted_accuracy", "relative_robustness"]),
+                                            (_one_more_parameter, ["params"])])
+def test_another_kernel_key_catches_analysis_collapses(tmp_path, plant, metrics):
+    """Across kernels: IFER's identity probe at chance (77 % -> 5 % in tiny), its corrupted accuracy at chance,
+    one parameter more: each fails exactly its own checks (corrupted accuracy also moves relative robustness), beside an honest cross-kernel rerun of the rest."""
+    a, b = _copy(tmp_path / "a"), _copy(tmp_path / "b")
+    _honest_cross_isa_rerun(b)
+    _analysis(b, plant)
+    bad = [c for c in compare_results(a, b) if not c.agree]
+    assert [(c.key[1], c.key[3]) for c in bad] == [("ifer", m) for m in metrics], [c.line() for c in bad]
+
+
+def test_analysis_family_is_bonferroni_corrected_to_the_reference_family():
+    from scipy import stats as sps
+
+    assert analysis_z(3.0, ANALYSIS_REFERENCE_FAMILY) == 3.0 and analysis_z(3.0, 5) == 3.0
+    z40 = analysis_z(3.0, 40)
+    assert z40 == pytest.approx(3.27, abs=0.01)
+    # 40 checks at z40 have the family-wise Bonferroni bound of 16 checks at 3 sigma
+    assert 40 * 2 * sps.norm.sf(z40) == pytest.approx(ANALYSIS_REFERENCE_FAMILY * 2 * sps.norm.sf(3.0))
