@@ -820,6 +820,7 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
     from ifer.data.corruptions import PROTOCOL as CORRUPTION_PROTOCOL
     from ifer.data.corruptions import SEVERITIES, CorruptedDataset, parameter
     from ifer.data.factors import factor_bins
+    from ifer.data.subsets import SubsetError, match_subset
     from ifer.eval.classify import predict
     from ifer.eval.probe import factor_probe
     from ifer.metrics.calibration import PROTOCOL as CALIBRATION_PROTOCOL
@@ -838,6 +839,16 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
     pooled: dict[tuple, dict] = {}      # (protocol, method, dataset) -> probs / labels over seeds (reliability plot)
     by_ds: dict[tuple, dict] = {}       # (protocol, dataset) -> metas, identities, correct / features per method, seed
     analysed = list(a.protocols) if a.get("protocols") else list(cfg.protocols)
+    # published occlusion / pose subsets (user-supplied image lists): checked before any model is built
+    subset_cfg = [dict(x) for x in (a.get("subsets") or [])]
+    for x in subset_cfg:
+        if not {"name", "dataset", "list"} <= set(x):
+            raise SubsetError(f"analysis.subsets entry {x}: needs name, dataset and list")
+        if x["dataset"] not in cfg.data.fer.datasets:
+            raise SubsetError(f"analysis.subsets {x['name']}: dataset {x['dataset']!r} is not one of the configured "
+                              f"data.fer.datasets {list(cfg.data.fer.datasets)}")
+    subset_idx: dict[str, list[tuple[dict, list[int], dict]]] = {}   # dataset -> (entry, indices, match info)
+    by_subset: dict[tuple, dict] = {}   # (protocol, dataset, subset) -> info, correct per method / seed
     for pcfg in protocol_configs(cfg, analysed):
         for method in pcfg.methods:
             recipe = pcfg.fer_methods[method].train
@@ -849,6 +860,10 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
                                     for d in (a.transfer_datasets or []) if d not in splits}}
             for dataset, sp in splits.items():
                 n_corrupt = len(sp.test) if a.corruptions.max_images is None else min(len(sp.test), int(a.corruptions.max_images))
+                if dataset not in subset_idx:  # the test records are the same for every method
+                    paths = [r.path for r in sp.test.records]
+                    subset_idx[dataset] = [(x, *match_subset(x["list"], paths, dataset))
+                                           for x in subset_cfg if x["dataset"] == dataset]
                 for seed in pcfg.seeds:
                     model = trained_fer_model(pcfg, method, dataset, seed, sp.num_classes, info.device)
                     if method not in cost:  # counted (and timed) once per method: every seed is the same network
@@ -867,7 +882,8 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
                     pool["probs"].append(probs)
                     pool["labels"].append(labels)
                     sub = list(range(n_corrupt))
-                    corr = {"n_images": n_corrupt, "clean_accuracy": float(correct[:n_corrupt].mean()), "accuracy": {}}
+                    corr = {"n_images": n_corrupt, "input_size": size,
+                            "clean_accuracy": float(correct[:n_corrupt].mean()), "accuracy": {}}
                     for name in types:
                         corr["accuracy"][name] = {}
                         for sev in severities:
@@ -891,6 +907,11 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
                                            "n_images": len(keep), "digest": osp.protocol.get("digest"),
                                            "class_map": {osp.class_names[j]: sp.class_names[k] for j, k in cmap.items()}}
                     run["transfer"] = transfer
+                    run["subsets"] = {}
+                    for x, idx, match in subset_idx[dataset]:
+                        run["subsets"][x["name"]] = {"accuracy": float(correct[idx].mean()), "n_images": len(idx)}
+                        entry = by_subset.setdefault((pcfg.protocol, dataset, x["name"]), {"match": match, "correct": {}})
+                        entry["correct"].setdefault(method, {})[seed] = correct[idx]
                     runs.append(run)
                     if sp.identities is not None:
                         d = by_ds.setdefault((pcfg.protocol, dataset), {
@@ -926,6 +947,17 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
                                      per_identity_split=factor == "identity", name=factor)
                     probes.append({"protocol": protocol, "dataset": dataset, "factor": factor, "method": m,
                                    "seed": s, "definition": fb["definition"], **r})
+    # published subsets: accuracy per method with intervals and the same paired test between methods
+    subsets = []
+    for (protocol, dataset, name), e in by_subset.items():
+        methods = list(e["correct"])
+        seeds = sorted(e["correct"][methods[0]])
+        correct = {m: np.stack([e["correct"][m][s] for s in seeds]).astype(int) for m in methods}
+        subsets.append({"protocol": protocol, "dataset": dataset, "subset": name, **e["match"],
+                        "n_images": int(correct[methods[0]].shape[1]),
+                        "methods": {m: {"per_seed": [float(c.mean()) for c in correct[m]],
+                                        **seed_interval([float(c.mean()) for c in correct[m]])} for m in methods},
+                        "pairwise": pairwise_table(correct) if len(methods) > 1 else []})
     if not info.is_main:
         return None
     for folder in ("reliability", "robustness", "corruptions"):  # DVC outs: present even when empty (no SynthFER)
@@ -933,15 +965,18 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
     payload = {
         "protocols_analysed": analysed,
         "protocols": {"calibration": CALIBRATION_PROTOCOL, "corruptions": CORRUPTION_PROTOCOL,
-                      "corruption_parameters": {n: {str(s): parameter(n, s, int(fer_preprocessing(
-                          cfg.fer_methods[cfg.methods[0]].train)["input_size"][1])) for s in severities} for n in types},
+                      # per input size: pixel parameters (blur sigma, low-resolution size) scale with it, and the
+                      # methods differ (paper: KE2NT at 112 px, the others at 224)
+                      "corruption_parameters": {str(z): {n: {str(s): parameter(n, s, z) for s in severities}
+                                                         for n in types}
+                                                for z in sorted({r["corruptions"]["input_size"] for r in runs})},
                       "severity_values": {n: SEVERITIES[n] for n in types},
                       "probe": "multinomial logistic regression (L-BFGS, L2 1e-3) on features standardised and "
                                "PCA-reduced to a common width; nuisance factors: fit on half the identities, scored "
                                "on the others; identity: half of each identity's images",
                       "cost": "params; MACs = torch FlopCounterMode FLOPs / 2 at the evaluated input size, batch 1; "
                               "latency / throughput interleaved with a ResNet-18 reference (ratios)"},
-        "cost": cost, "runs": runs, "robustness": robustness, "probes": probes}
+        "cost": cost, "runs": runs, "robustness": robustness, "probes": probes, "subsets": subsets}
     write_json(res / "analysis_metrics.json", payload)
     for (protocol, method, dataset), pool in pooled.items():
         cal = calibration_metrics(torch.cat(pool["probs"]), torch.cat(pool["labels"]), int(a.calibration_bins))

@@ -111,3 +111,23 @@ def test_corrupted_dataset_is_deterministic_and_independent_of_normalisation():
     assert not torch.equal(a[0][0], CorruptedDataset(a.dataset, "gaussian_noise", 2, (0.5,) * 3, (0.5,) * 3, seed=2)[0][0])
     with pytest.raises(ValueError, match="unknown corruption"):
         CorruptedDataset(a.dataset, "fog", 1, (0.5,) * 3, (0.5,) * 3)
+
+
+def test_corruption_table_states_the_parameters_at_each_methods_input_size():
+    """paper: KE2NT is evaluated at 112 px, the others at 224; a blur sigma or low-resolution size stated at
+    one size would mislabel the other methods' corruptions."""
+    from ifer.data.corruptions import parameter
+    from ifer.report.analysis import corruption_table
+
+    def run(method, size, seed):
+        return {"protocol": "clean", "method": method, "dataset": "rafdb", "seed": seed,
+                "corruptions": {"n_images": 10, "input_size": size, "clean_accuracy": 0.8,
+                                "accuracy": {"gaussian_blur": {"5": 0.4}}}}
+    runs = [run("ifer", 224, s) for s in range(2)] + [run("ke2nt", 112, s) for s in range(2)]
+    params = {str(z): {"gaussian_blur": {"5": parameter("gaussian_blur", 5, z)}} for z in (112, 224)}
+    _, md = corruption_table(runs, params)
+    assert "at 112 px (ke2nt): gaussian_blur: 5: sigma 3.00 px" in md       # 6 * 112 / 224
+    assert "at 224 px (ifer): gaussian_blur: 5: sigma 6.00 px" in md
+    # an analysis file written before sizes were recorded still renders, and says the size is unknown
+    _, old = corruption_table(runs, {"gaussian_blur": {"5": "sigma 6.00 px"}})
+    assert "(input size not recorded): gaussian_blur: 5: sigma 6.00 px" in old

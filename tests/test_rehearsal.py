@@ -220,10 +220,13 @@ def _report_fixture(results: Path, protocols=("clean", "released"), lpips=0.3):
     inv = {"lpips_alex": lpips, "id_sim_curricularface_ir101": 0.1, "fid_inception2048_tf1bilinear_uint8": 300.0}
     (results / "inversion_metrics.json").write_text(json.dumps({"methods": {"asit": inv}}))
     datasets = ("rafdb", "sfew")
-    runs = [{"protocol": p, "method": m, "dataset": d, "transfer": {o: {} for o in datasets if o != d}}
+    size = {"ifer": 224, "ke2nt": 112}
+    runs = [{"protocol": p, "method": m, "dataset": d, "transfer": {o: {} for o in datasets if o != d},
+             "corruptions": {"input_size": size[m]}}
             for p in protocols for m in ("ifer", "ke2nt") for d in datasets]
     (results / "analysis_metrics.json").write_text(json.dumps(
-        {"protocols_analysed": list(protocols), "runs": runs, "cost": {"ifer": {}, "ke2nt": {}}}))
+        {"protocols_analysed": list(protocols), "runs": runs, "cost": {"ifer": {}, "ke2nt": {}},
+         "protocols": {"corruption_parameters": {"112": {}, "224": {}}}}))
     for name in ("fer_cost.md", "fer_calibration.md", "fer_corruptions.md", "fer_transfer.md"):
         (results / name).write_text("| table |\n")
 
@@ -246,6 +249,11 @@ def test_report_check_names_a_missing_protocol_row_and_a_non_numeric_metric(tmp_
     problems = check_report(tmp_path / "ok", ["ifer", "ke2nt"], ["rafdb", "sfew"], ["clean", "released"])
     assert "fer_transfer.md was not written" in problems
     assert any("clean x ifer x rafdb transfers to [], not to every other dataset" in p for p in problems)
+    # corruption parameters stated at one size only (the mislabel of KE2NT's 112-px blur) are named
+    _edit_json(tmp_path / "ok" / "analysis_metrics.json",
+               lambda a: a["protocols"].update(corruption_parameters={"224": {}}))
+    problems = check_report(tmp_path / "ok", ["ifer", "ke2nt"], ["rafdb", "sfew"], ["clean", "released"])
+    assert any("ke2nt was corrupted at 112 px, but corruption_parameters states sizes ['224']" in p for p in problems)
 
 
 def _edit_json(path, fn):

@@ -143,7 +143,8 @@ def test_analyses_beyond_accuracy_cover_every_method_with_tables_and_plots():
     probed = {(p["factor"], p["method"]) for p in a["probes"]}
     assert probed == {(f, m) for f in c["analysis"]["probe_factors"] for m in methods}
     assert len({p["width"] for p in a["probes"]}) == 1  # one common width: capacity normalised
-    for name in ("fer_cost", "fer_calibration", "fer_corruptions", "fer_robustness", "factor_probe", "fer_transfer"):
+    for name in ("fer_cost", "fer_calibration", "fer_corruptions", "fer_robustness", "factor_probe", "fer_transfer",
+                 "fer_subsets"):
         md = (RES / f"{name}.md").read_text()
         assert md.count("\n| ") >= 2, name  # a header and at least one row
     assert "(n=3)" in (RES / "fer_calibration.md").read_text()
@@ -154,3 +155,19 @@ def test_analyses_beyond_accuracy_cover_every_method_with_tables_and_plots():
         assert list((RES / "plots" / folder).rglob("*.png")), folder
     summary = _load("summary.json")
     assert any(k.endswith("/ece") for k in summary) and any(k.endswith("/cost/gmacs") for k in summary)
+
+
+def test_the_listed_occlusion_subset_scores_what_the_occluded_bin_scores():
+    """tiny's stand-in for a published occlusion list (the data stage writes SynthFER's occluded test images as
+    file names, ifer.data.build.write_synthfer_subset_lists) goes through the user path: list file -> name
+    matching -> per-seed accuracy. The robustness table reaches the same images from the generator's own
+    metadata, so both must give the same accuracy, seed by seed, for every method."""
+    a = _load("analysis_metrics.json")
+    (subset,) = [x for x in a["subsets"] if x["subset"] == "occlusion"]
+    (occluded,) = [r for r in a["robustness"] if r["factor"] == "occlusion" and r["bin"] == "occluded"]
+    assert subset["n_matched"] == subset["n_listed"] == subset["n_images"] == occluded["n_images"] > 0
+    for m, v in occluded["methods"].items():
+        assert subset["methods"][m]["per_seed"] == pytest.approx(v["per_seed"], abs=1e-12), m
+    for r in a["runs"]:
+        assert r["subsets"]["occlusion"]["n_images"] == subset["n_images"]
+    assert subset["sha256"] in (RES / "fer_subsets.csv").read_text()

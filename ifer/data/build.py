@@ -65,7 +65,20 @@ def generate_configured_synthfer(cfg) -> dict:
     shift = cfg.data.get_path("synthfer_shift", None)
     if shift:  # same seed and counts: the same people and random draws, only the amplitudes given here differ
         generate_synthfer(dataset_root(cfg, "synthfer_shift"), SynthFERConfig(**{**params, **shift.to_dict()}))
+    write_synthfer_subset_lists(Path(cfg.data.synthfer.out))
     return manifest
+
+
+def write_synthfer_subset_lists(root: Path) -> dict[str, Path]:
+    """``<root>/subsets/occlusion_list.txt``: SynthFER's occluded test images, one file name per line -- the
+    format of the published RAF-DB / FERPlus occlusion lists -- so ``tiny`` runs ``analysis.subsets`` the way a
+    user's list does (ifer.data.subsets). Its accuracy must equal the ``occluded`` bin of the robustness table."""
+    test = open_dataset("synthfer", root, split="test")
+    names = [r.path.name for r in test.records if str(r.meta.get("occlusion", "none")) != "none"]
+    out = root / "subsets" / "occlusion_list.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(f"{n}\n" for n in names))
+    return {"occlusion": out}
 
 
 # ---------------------------------------------------------------------------------------------- inversion

@@ -178,6 +178,31 @@ WRITERS: dict[str, Callable[..., Path]] = {
 }
 
 
+#: The published-subset lists the rehearsal writes (``datasets/subset_lists/``), read through ``analysis.subsets``
+#: of ``rehearse.yaml``: RAN-style names (RAF-DB without ``_aligned``, AffectNet by its CSV path).
+SUBSET_LISTS = ("rafdb_occlusion_list.txt", "affectnet_pose_30_list.txt")
+
+
+def write_subset_lists(datasets: str | Path) -> dict[str, Path]:
+    """Occlusion / pose subset lists in the published formats for the miniature RAF-DB and AffectNet: RAF-DB
+    names as its label file spells them (``test_0002.jpg``, the file is ``test_0002_aligned.jpg``) plus one train
+    image (published lists hold only test images; it exercises the unmatched count); AffectNet validation images
+    by ``<folder>/<sha1>.jpg`` with a comment line and a second column, as hand-edited lists have."""
+    datasets = Path(datasets)
+    out = datasets / "subset_lists"
+    out.mkdir(parents=True, exist_ok=True)
+    raf = [ln.split()[0] for ln in (datasets / "rafdb" / "EmoLabel" / "list_patition_label.txt").read_text().splitlines()]
+    tests = [n for n in raf if n.startswith("test_")]
+    (out / SUBSET_LISTS[0]).write_text("\n".join(tests[1::2] + [raf[0]]) + "\n")
+    with open(datasets / "affectnet" / "validation.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["expression"]) not in L.AFFECTNET.excluded]
+    (out / SUBSET_LISTS[1]).write_text("# pose > 30 degrees (rehearsal stand-in)\n"
+                                       + "".join(f"{r['subDirectory_filePath']} {r['expression']}\n" for r in rows[::2]))
+    return {name: out / name for name in SUBSET_LISTS}
+
+
 def write_datasets(datasets: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Write every miniature dataset under ``datasets``; returns ``{name: root}``."""
-    return {name: writer(datasets, seed=seed) for name, writer in WRITERS.items()}
+    """Write every miniature dataset under ``datasets`` and the subset lists; returns ``{name: root}``."""
+    written = {name: writer(datasets, seed=seed) for name, writer in WRITERS.items()}
+    written.update(write_subset_lists(datasets))
+    return written

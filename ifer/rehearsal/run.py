@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from ifer.rehearsal.datasets import WRITERS, write_datasets
+from ifer.rehearsal.datasets import SUBSET_LISTS, WRITERS, write_datasets
 from ifer.rehearsal.weights import FILES, OFFICIAL_FILES, write_official_checkpoints, write_weights
 
 PROFILE_LAYER = Path("ifer") / "configs" / "profiles" / "rehearse.yaml"
@@ -49,7 +49,8 @@ def write_root(root: str | os.PathLike, seed: int = 0) -> dict[str, dict[str, Pa
 def _ensure_root(root: Path, seed: int) -> None:
     stamp = root / ".complete"
     # the seed and the file lists: a root written by an older version (fewer files) is written again
-    want = json.dumps({"seed": seed, "weights": FILES, "official": OFFICIAL_FILES}, sort_keys=True)
+    want = json.dumps({"seed": seed, "weights": FILES, "official": OFFICIAL_FILES, "lists": SUBSET_LISTS},
+                      sort_keys=True)
     if stamp.is_file() and stamp.read_text() == want:
         return
     if root.exists():
@@ -106,7 +107,8 @@ def _env(python: Path) -> dict[str, str]:
     return env
 
 
-def check_report(results: Path, methods: list[str], datasets: list[str], protocols: list[str] = ("clean",)) -> list[str]:
+def check_report(results: Path, methods: list[str], datasets: list[str], protocols: list[str] = ("clean",),
+                 subsets: list[dict] = ()) -> list[str]:
     """Problems with the rehearsal's outputs: a missing protocol x method x dataset result or table cell, LPIPS /
     ID / FID not numbers."""
     import pandas as pd
@@ -139,6 +141,23 @@ def check_report(results: Path, methods: list[str], datasets: list[str], protoco
                  f"{sorted(r['transfer'])}, not to every other dataset" for r in analysis["runs"]
                  if set(r["transfer"]) != set(datasets) - {r["dataset"]}]
     problems += [f"analysis_metrics.json: no cost for {m}" for m in methods if m not in analysis["cost"]]
+    # every configured subset list scored for every analysed method, and its table written
+    got = {(x["protocol"], x["dataset"], x["subset"]): x for x in analysis.get("subsets") or []}
+    for p in analysed:
+        for want in subsets:
+            x = got.get((p, want["dataset"], want["name"]))
+            if x is None:
+                problems.append(f"analysis_metrics.json: no {p} result for subset {want['name']} of {want['dataset']}")
+            elif set(x["methods"]) != set(methods):
+                problems.append(f"analysis_metrics.json: subset {want['name']} scored {sorted(x['methods'])}, "
+                                f"not {sorted(methods)}")
+    if subsets and not (results / "fer_subsets.md").is_file():
+        problems.append("fer_subsets.md was not written")
+    # corruption parameters are stated per input size (paper: KE2NT at 112 px, the others at 224)
+    params_sizes = set(analysis["protocols"].get("corruption_parameters") or {})
+    problems += [f"analysis_metrics.json: {r['method']} was corrupted at {r['corruptions'].get('input_size')} px, "
+                 f"but corruption_parameters states sizes {sorted(params_sizes)}" for r in analysis["runs"]
+                 if str(r["corruptions"].get("input_size")) not in params_sizes]
     problems += [f"{n} was not written" for n in ("fer_cost.md", "fer_calibration.md", "fer_corruptions.md",
                                                   "fer_transfer.md") if not (results / n).is_file()]
     inv = json.loads((results / "inversion_metrics.json").read_text())["methods"]["asit"]
@@ -267,7 +286,7 @@ def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = "."
     params = yaml.safe_load((work / "params.yaml").read_text())
     results = work / params["paths"]["results"] / params["profile"]
     problems = check_report(results, params["methods"], params["data"]["fer"]["datasets"],
-                            params.get("protocols") or ["clean"])
+                            params.get("protocols") or ["clean"], (params.get("analysis") or {}).get("subsets") or [])
     problems += check_checkpoints(work, params, python, env, log)
     if problems:
         raise RehearsalError("rehearsal report incomplete: " + "; ".join(problems))

@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ifer.data.corruptions import SEVERITIES as _SEVERITIES
 from ifer.report.stats import INTERVAL_METHOD, TEST_METHOD, seed_interval
 from ifer.report.tables import _write, fmt_estimate
 
-TABLES = ("fer_cost", "fer_calibration", "fer_corruptions", "fer_robustness", "factor_probe", "fer_transfer")
+TABLES = ("fer_cost", "fer_calibration", "fer_corruptions", "fer_robustness", "factor_probe", "fer_transfer",
+          "fer_subsets")
 
 
 def _est(values: Sequence[float], scale: float = 100.0) -> tuple[str, dict]:
@@ -99,6 +101,23 @@ def calibration_table(runs: Sequence[dict]) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), "\n".join(lines)
 
 
+SEVERITY_TYPES = frozenset(_SEVERITIES)
+
+
+def _parameter_note(runs: Sequence[dict], parameters: dict, types: Sequence[str]) -> str:
+    """The corruption parameters per severity, per input size with the methods evaluated at it. ``parameters``:
+    ``{size: {type: {severity: label}}}``; files written before sizes were recorded hold ``{type: {...}}``."""
+    if parameters and set(parameters) <= set(SEVERITY_TYPES):
+        parameters = {"": parameters}
+    parts = []
+    for size, per_type in parameters.items():
+        methods = sorted({r["method"] for r in runs if str(r["corruptions"].get("input_size", "")) == size})
+        head = f"at {size} px ({', '.join(methods)})" if size else "(input size not recorded)"
+        parts.append(head + ": " + "; ".join(f"{t}: " + ", ".join(f"{s}: {p}" for s, p in per_type.get(t, {}).items())
+                                             for t in types))
+    return " | ".join(parts)
+
+
 def corruption_table(runs: Sequence[dict], parameters: dict) -> tuple[pd.DataFrame, str]:
     types = list(next(iter(runs))["corruptions"]["accuracy"]) if runs else []
     rows = []
@@ -125,16 +144,57 @@ def corruption_table(runs: Sequence[dict], parameters: dict) -> tuple[pd.DataFra
     n = runs[0]["corruptions"]["n_images"] if runs else 0
     lines += ["", f"Accuracy in %, mean ± std [{INTERVAL_METHOD}] over seeds; each corruption averaged over severities "
               f"{', '.join(sev)} on the first {n} test images (the clean column scores the same images). Relative "
-              "robustness = mean corrupted / clean accuracy (1 = unaffected). Parameters per severity: "
-              + "; ".join(f"{t}: " + ", ".join(f"{s}: {p}" for s, p in parameters.get(t, {}).items()) for t in types)
+              "robustness = mean corrupted / clean accuracy (1 = unaffected). Each method is corrupted at its own "
+              "input size; parameters per severity " + _parameter_note(runs, parameters, types)
               + ". Per severity: the CSV and `plots/corruptions/`."]
+    return pd.DataFrame(rows), "\n".join(lines)
+
+
+def _wins(pairwise: Sequence[dict]) -> str:
+    """The significant pairs of one bin or subset (Holm), else "none" with the detectable difference range."""
+    wins = [f"{t['verdict']}" for t in pairwise if t["significant"]]
+    mde = [t["mde_points"] for t in pairwise if t.get("mde_points") is not None]
+    return "; ".join(wins) if wins else "none" + (f" (detectable ≈ {min(mde):.0f}–{max(mde):.0f} points)" if mde else "")
+
+
+def subset_table(subsets: Sequence[dict], runs: Sequence[dict]) -> tuple[pd.DataFrame, str]:
+    """Accuracy on the published subsets the user listed (``analysis.subsets``) beside the full test split."""
+    if not subsets:
+        return pd.DataFrame(), ("No subset list was given (`analysis.subsets`: image lists of the published "
+                                "occlusion / pose subsets of RAF-DB, FERPlus, AffectNet; docs/analyses.md).")
+    full = {k: [r["accuracy"] for r in g] for k, g in _groups(runs).items()}
+    methods = list(dict.fromkeys(m for x in subsets for m in x["methods"]))
+    head = ["protocol", "dataset", "subset (images)"] + methods + ["significant differences (Holm)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
+    for x in subsets:
+        cells = [x["protocol"], x["dataset"], f"{x['subset']} ({x['n_images']})"]
+        for m in methods:
+            if m not in x["methods"]:
+                cells.append("—")
+                continue
+            whole = full.get((x["protocol"], m, x["dataset"]), [])
+            cells.append(f"{_est(x['methods'][m]['per_seed'])[0]}; all {_est(whole)[1]['mean']:.1f}" if whole
+                         else _est(x["methods"][m]["per_seed"])[0])
+            rows.append({"protocol": x["protocol"], "dataset": x["dataset"], "subset": x["subset"], "method": m,
+                         "n_images": x["n_images"], "list": x["list"], "sha256": x["sha256"],
+                         **{f"seed_{k}": v for k, v in enumerate(x["methods"][m]["per_seed"])},
+                         **{f"all_seed_{k}": v for k, v in enumerate(whole)}})
+        cells.append(_wins(x["pairwise"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Accuracy in %, mean ± std [{INTERVAL_METHOD}] over seeds on the listed test images, the whole "
+              f"test split's mean after 'all'; pairs of methods by the {TEST_METHOD} on the subset. Lists: "
+              + "; ".join(f"{x['subset']} ({x['dataset']}): {x['list']} (sha256 {x['sha256'][:12]}…, "
+                          f"{x['n_matched']} of {x['n_listed']} names matched"
+                          + (f"; unmatched e.g. {', '.join(x['unmatched_examples'][:3])}" if x["n_unmatched"] else "")
+                          + ")" for x in subsets if x["protocol"] == subsets[0]["protocol"]) + "."]
     return pd.DataFrame(rows), "\n".join(lines)
 
 
 def robustness_table(robustness: Sequence[dict]) -> tuple[pd.DataFrame, str]:
     if not robustness:
         return pd.DataFrame(), ("No dataset of this run records its factors (only SynthFER does), so no accuracy by "
-                                "factor was computed. Published occlusion / pose subsets of real datasets are not read yet.")
+                                "factor was computed. Published occlusion / pose subsets of real datasets: `fer_subsets.md`.")
     rows = []
     methods = list(robustness[0]["methods"]) if robustness else []
     head = ["protocol", "dataset", "factor", "bin (n images)"] + methods + ["significant differences (Holm)"]
@@ -146,10 +206,7 @@ def robustness_table(robustness: Sequence[dict]) -> tuple[pd.DataFrame, str]:
             rows.append({"protocol": r["protocol"], "dataset": r["dataset"], "factor": r["factor"], "bin": r["bin"],
                          "edges": r["edges"], "method": m, "n_images": r["n_images"],
                          **{f"seed_{k}": v for k, v in enumerate(r["methods"][m]["per_seed"])}})
-        wins = [f"{t['verdict']}" for t in r["pairwise"] if t["significant"]]
-        mde = [t["mde_points"] for t in r["pairwise"] if t.get("mde_points") is not None]
-        cells.append("; ".join(wins) if wins else
-                     "none" + (f" (detectable ≈ {min(mde):.0f}–{max(mde):.0f} points)" if mde else ""))
+        cells.append(_wins(r["pairwise"]))
         lines.append("| " + " | ".join(cells) + " |")
     defs = {r["factor"]: (r["definition"], r["edges"]) for r in robustness}
     lines += ["", f"Accuracy in %, mean ± std [{INTERVAL_METHOD}] over seeds, per bin of each SynthFER factor; "
@@ -229,6 +286,7 @@ def write_analysis_tables(payload: dict, out_dir: str | Path, profile: str) -> l
         ("factor_probe", "What the expression features encode (linear probes, SynthFER test identities)",
          probe_table(payload["probes"])),
         ("fer_transfer", "Cross-dataset transfer", transfer_table(runs)),
+        ("fer_subsets", "Published test subsets (occlusion, pose)", subset_table(payload.get("subsets") or [], runs)),
     ):
         written += _write(table, f"### {title} (profile {profile})\n\n{body}\n", out_dir, stem)
     return written
@@ -236,7 +294,7 @@ def write_analysis_tables(payload: dict, out_dir: str | Path, profile: str) -> l
 
 def headline_rows(payload: dict) -> list[dict]:
     """Rows for ``summary.json`` (``<protocol>/<method>/<dataset>/<metric>``): ECE, mean corrupted accuracy,
-    relative robustness and each factor probe per seed; parameters and GMACs under dataset ``cost``."""
+    relative robustness, accuracy on each listed subset and each factor probe per seed; parameters and GMACs under dataset ``cost``."""
     out = []
     for r in payload["runs"]:
         mean, rel = corruption_summary(r["corruptions"])
@@ -246,6 +304,8 @@ def headline_rows(payload: dict) -> list[dict]:
             out.append({**base, "metric": "mean_corrupted_accuracy", "value": mean})
             if rel is not None:
                 out.append({**base, "metric": "relative_robustness", "value": rel})
+        for name, x in (r.get("subsets") or {}).items():
+            out.append({**base, "metric": f"subset_{name}_accuracy", "value": x["accuracy"]})
     for p in payload["probes"]:
         out.append({"protocol": p["protocol"], "method": p["method"], "dataset": p["dataset"], "seed": p["seed"],
                     "metric": f"probe_{p['factor']}_accuracy", "value": p["accuracy"]})

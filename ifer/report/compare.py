@@ -92,7 +92,7 @@ REL_FLOOR = 0.01
 ABS_FLOORS = {"accuracy": 0.005, "mean_class_accuracy": 0.005, "macro_f1": 0.005, "identity_probe_accuracy": 0.01,
               # analysis_metrics.json (issue 21); by prefix for the per-target / per-factor names
               "ece": 0.01, "mean_corrupted_accuracy": 0.005, "relative_robustness": 0.01, "transfer_accuracy": 0.005,
-              "probe": 0.01}
+              "subset_accuracy": 0.005, "probe": 0.01}
 # The analysis family (ECE, corruptions, transfer, factor probes: ~40 seed checks in tiny, correlated with the
 # accuracies) is Bonferroni-corrected to the family-wise false-alarm level of the ~16 accuracy checks at ``z``, so
 # adding it does not triple the chance that an honest cross-kernel rerun fails CI.
@@ -271,7 +271,7 @@ def metric_values(results_dir: str | Path) -> dict[tuple[str, str, str, str], Va
 def analysis_values(ana: dict) -> dict[tuple[str, str, str, str], Values]:
     """The per-seed numbers of ``analysis_metrics.json`` (``ifer analyze-fer``) that ``ifer compare`` checks:
     kind ``analysis/<protocol>``: ``ece``, ``mean_corrupted_accuracy``, ``relative_robustness``,
-    ``transfer_accuracy@<target>`` per run and ``probe_<factor>_accuracy`` per factor probe (seed rule across
+    ``transfer_accuracy@<target>``, ``subset_accuracy@<subset>`` per run and ``probe_<factor>_accuracy`` per factor probe (seed rule across
     kernels); kind ``cost``: ``params``, ``gmacs`` per method (deterministic). Accuracy per factor bin is covered
     by the exact file check on the same kernel only: its 3 bins x 4 factors would swamp the seed family."""
     out: dict[tuple[str, str, str, str], Values] = {}
@@ -289,6 +289,8 @@ def analysis_values(ana: dict) -> dict[tuple[str, str, str, str], Values]:
             put((kind, m, d, "relative_robustness"), s, rel)
         for target, t in (r.get("transfer") or {}).items():
             put((kind, m, d, f"transfer_accuracy@{target}"), s, t.get("accuracy"))
+        for name, x in (r.get("subsets") or {}).items():
+            put((kind, m, d, f"subset_accuracy@{name}"), s, x.get("accuracy"))
     for p in ana.get("probes", []):
         put((f"analysis/{p['protocol']}", p["method"], p["dataset"], f"probe_{p['factor']}_accuracy"), p["seed"],
             p.get("accuracy"))

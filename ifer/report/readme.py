@@ -117,6 +117,7 @@ def results_block(results_dir: str | Path) -> str:
              ("fer_cost.md", "model cost"), ("fer_calibration.md", "calibration"),
              ("fer_corruptions.md", "corruptions"), ("fer_robustness.md", "accuracy by factor"),
              ("factor_probe.md", "factor probes"), ("fer_transfer.md", "cross-dataset transfer"),
+             ("fer_subsets.md", "published subsets"),
              ("plots/inversion_grid.png", "inversion grid"), ("plots/curves", "training curves"))
             if (res / name).exists()]
     if more:
