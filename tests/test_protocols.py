@@ -54,6 +54,9 @@ def test_overlays_apply_and_outputs_are_keyed_by_protocol():
 
     assert "rafdb" not in required_by(tiny)
     assert "rafdb" in required_by(load_config("tiny", overrides=["protocols=[clean, released]"]))
+    # a test-only transfer dataset is read too (SynthFER variants are generated, not verified as real data)
+    assert "ferplus" in required_by(load_config("tiny", overrides=["analysis.transfer_datasets=[synthfer_shift, ferplus]"]))
+    assert "ferplus" not in required_by(tiny)
 
 
 def test_released_ifer_model_runs_the_released_quirks():

@@ -63,9 +63,13 @@ def resolve_names(names: Iterable[str], known: list[str]) -> list[str]:
 
 
 def required_by(cfg) -> list[str]:
-    """Datasets the config's stages read: the FER datasets, the inversion train/test sets and, when the released
-    protocol runs (``finetune_seeds``), the ASIT fine-tune's dataset."""
+    """Datasets the config's stages read: the FER datasets, the inversion train/test sets, the test-only transfer
+    datasets of ``analyze_fer`` (``analysis.transfer_datasets``, e.g. FERPlus; SynthFER variants are generated)
+    and, when the released protocol runs (``finetune_seeds``), the ASIT fine-tune's dataset."""
     names = [*cfg.data.fer.datasets, cfg.data.inversion.train, cfg.data.inversion.test]
+    analysis = cfg.get("analysis")
+    names += [d for d in ((analysis.get("transfer_datasets") if analysis is not None else None) or [])
+              if FER_DATASETS.get(d, (d, {}))[0] != "synthfer"]
     if cfg.get("finetune_seeds"):
         names.append(cfg.asit_finetune.dataset)
     return resolve_names(names, known_names(cfg.data.fingerprints or FINGERPRINTS))

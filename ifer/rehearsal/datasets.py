@@ -168,6 +168,34 @@ def write_affectnet(datasets: str | Path, train_per_class: int = 2, val_per_clas
     return root
 
 
+def write_ferplus(datasets: str | Path, per_class: int = 1, seed: int = 0) -> Path:
+    """``ferplus/fer2013new.csv`` (Usage, Image name, 10 vote columns) and 48x48 greyscale PNGs
+    ``FER2013{Train,Valid,Test}/fer<n>.png``, as the FERPlus script generates them from fer2013.csv: one clear
+    majority per image for the 8 classes (contempt included), one "unknown" majority and one row FERPlus
+    removed (no image name) per usage. The rehearsal tests on it only (cross-dataset transfer, 8 -> 7 classes)."""
+    root = Path(datasets) / "ferplus"
+    rng = _rng(seed, "ferplus")
+    native = {name: code for code, name in L.FERPLUS.native_to_name.items()}
+    classes = [*L.EXPRESSIONS_7, "contempt"]
+    rows, k = [], 0
+    for usage, folder in (("Training", "FER2013Train"), ("PublicTest", "FER2013Valid"), ("PrivateTest", "FER2013Test")):
+        for expression in _balanced(per_class, classes) + ["unknown"]:
+            k += 1
+            name = f"fer{k:07d}.png"
+            votes = dict.fromkeys(L.FERPLUS_VOTE_COLUMNS, 0)
+            votes[native.get(expression, expression)] = 8
+            votes["neutral" if expression != "neutral" else "surprise"] += 2
+            shown = expression if expression in L.EXPRESSIONS_7 else "neutral"
+            _save(face(rng, shown, 48).convert("L"), root / folder / name)
+            rows.append([usage, name, *votes.values()])
+        rows.append([usage, "", *[0] * 9, 10])
+    with open(root / "fer2013new.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Usage", "Image name", *L.FERPLUS_VOTE_COLUMNS])
+        w.writerows(rows)
+    return root
+
+
 #: Dataset folder name (under ``paths.datasets``) -> writer. The folder names are the adapters'.
 WRITERS: dict[str, Callable[..., Path]] = {
     "ffhq": write_ffhq,
@@ -175,6 +203,7 @@ WRITERS: dict[str, Callable[..., Path]] = {
     "rafdb": write_rafdb,
     "sfew": write_sfew,
     "affectnet": write_affectnet,
+    "ferplus": write_ferplus,
 }
 
 
