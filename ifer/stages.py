@@ -821,7 +821,7 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
     from ifer.data.corruptions import SEVERITIES, CorruptedDataset, parameter
     from ifer.data.factors import factor_bins
     from ifer.data.subsets import SubsetError, match_subset
-    from ifer.eval.classify import predict
+    from ifer.eval.classify import predict, predict_each
     from ifer.eval.probe import factor_probe
     from ifer.metrics.calibration import PROTOCOL as CALIBRATION_PROTOCOL
     from ifer.metrics.calibration import calibration_metrics
@@ -864,6 +864,7 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
                     paths = [r.path for r in sp.test.records]
                     subset_idx[dataset] = [(x, *match_subset(x["list"], paths, dataset))
                                            for x in subset_cfg if x["dataset"] == dataset]
+                seed_models: list[tuple[torch.nn.Module, dict]] = []
                 for seed in pcfg.seeds:
                     model = trained_fer_model(pcfg, method, dataset, seed, sp.num_classes, info.device)
                     if method not in cost:  # counted (and timed) once per method: every seed is the same network
@@ -881,17 +882,9 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
                     pool = pooled.setdefault((pcfg.protocol, method, dataset), {"probs": [], "labels": []})
                     pool["probs"].append(probs)
                     pool["labels"].append(labels)
-                    sub = list(range(n_corrupt))
-                    corr = {"n_images": n_corrupt, "input_size": size,
-                            "clean_accuracy": float(correct[:n_corrupt].mean()), "accuracy": {}}
-                    for name in types:
-                        corr["accuracy"][name] = {}
-                        for sev in severities:
-                            ds = CorruptedDataset(sp.test, name, sev, prep["mean"], prep["std"],
-                                                  seed=int(a.corruptions.seed), indices=sub)
-                            p = predict(model, ds, bs, info.device)
-                            corr["accuracy"][name][str(sev)] = float((p["logits"].argmax(1) == p["labels"]).float().mean())
-                    run["corruptions"] = corr
+                    run["corruptions"] = {"n_images": n_corrupt, "input_size": size,
+                                          "clean_accuracy": float(correct[:n_corrupt].mean()), "accuracy": {}}
+                    seed_models.append((model, run))  # corrupted below, all seeds of this method at once
                     transfer = {}
                     for other, osp in targets.items():
                         if other == dataset or not a.transfer:
@@ -919,6 +912,20 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
                             "correct": {}, "features": {}})
                         d["correct"].setdefault(method, {})[seed] = correct
                         d["features"].setdefault(method, {})[seed] = pred["features"]
+                # each corrupted image is made once and scored by every seed's model (the corruption, not the
+                # small models, dominated this stage in tiny); logits as if scored one model at a time
+                sub = list(range(n_corrupt))
+                for name in types:
+                    for _, run in seed_models:
+                        run["corruptions"]["accuracy"][name] = {}
+                    for sev in severities:
+                        ds = CorruptedDataset(sp.test, name, sev, prep["mean"], prep["std"],
+                                              seed=int(a.corruptions.seed), indices=sub)
+                        outs = predict_each([m for m, _ in seed_models], ds, bs, info.device)
+                        for (_, run), p in zip(seed_models, outs):
+                            run["corruptions"]["accuracy"][name][str(sev)] = float(
+                                (p["logits"].argmax(1) == p["labels"]).float().mean())
+                del seed_models
     # SynthFER: accuracy per factor bin (paired seed-level t test between methods per bin) and factor probes
     robustness, probes = [], []
     for (protocol, dataset), d in by_ds.items():

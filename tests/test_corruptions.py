@@ -131,3 +131,35 @@ def test_corruption_table_states_the_parameters_at_each_methods_input_size():
     # an analysis file written before sizes were recorded still renders, and says the size is unknown
     _, old = corruption_table(runs, {"gaussian_blur": {"5": "sigma 6.00 px"}})
     assert "(input size not recorded): gaussian_blur: 5: sigma 6.00 px" in old
+
+
+def test_predict_each_reads_the_data_once_and_gives_each_model_its_own_logits():
+    """analyze_fer corrupts each image once and scores every seed's model on it (ifer.metrics.predict.predict_each):
+    per model the logits must be exactly those of scoring it alone, and the dataset is read once."""
+    from torch.utils.data import Dataset
+
+    from ifer.metrics.predict import predict, predict_each
+    from ifer.models.registry import create_model
+
+    class Counting(Dataset):
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.x, self.reads = torch.randn(7, 3, 64, 64, generator=g), 0
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            self.reads += 1
+            return self.x[i], i % 7
+
+    torch.manual_seed(0)
+    models = [create_model("fer_resnet18_tiny", num_classes=7) for _ in range(3)]
+    ds = Counting()
+    outs = predict_each(models, ds, 3, torch.device("cpu"), features=True)
+    assert ds.reads == len(ds)
+    for m, out in zip(models, outs):
+        alone = predict(m, ds, 3, torch.device("cpu"), features=True)
+        assert torch.equal(out["logits"], alone["logits"]) and torch.equal(out["features"], alone["features"])
+        assert torch.equal(out["labels"], alone["labels"])
+    assert not torch.equal(outs[0]["logits"], outs[1]["logits"])  # three different networks

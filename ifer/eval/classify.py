@@ -10,7 +10,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ifer.eval.shard import DistInfo, gather_in_order, shard
-from ifer.metrics.predict import predict
+from ifer.metrics.predict import predict, predict_each
+
+__all__ = ["predict", "predict_each", "predict_sharded"]
 
 __all__ = ["predict", "predict_sharded"]
 
