@@ -832,6 +832,14 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
 
     _set_threads(cfg)
     a = cfg.analysis
+
+    def by_method(correct: dict) -> tuple[dict, list]:
+        """Per method (``{method: seeds x images}`` 0/1 correctness of one factor bin or subset): per-seed
+        accuracy with its interval, and the paired seed-level test between the methods."""
+        per_method = {m: {"per_seed": [float(r.mean()) for r in c], **seed_interval([float(r.mean()) for r in c])}
+                      for m, c in correct.items()}
+        return per_method, pairwise_table(correct) if len(correct) > 1 else []
+
     res = results_root(cfg)
     types, severities = list(a.corruptions.types), [int(s) for s in a.corruptions.severities]
     bs = int(cfg.eval.batch_size)
@@ -937,10 +945,8 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
                 idx = [i for i, v in enumerate(fb["bins"]) if v == b]
                 if not idx:
                     continue
-                correct = {m: np.stack([d["correct"][m][s][idx] for s in seeds]).astype(int) for m in methods}
-                per_method = {m: {"per_seed": [float(c.mean()) for c in correct[m]],
-                                  **seed_interval([float(c.mean()) for c in correct[m]])} for m in methods}
-                tests = pairwise_table(correct) if len(methods) > 1 else []
+                per_method, tests = by_method({m: np.stack([d["correct"][m][s][idx] for s in seeds]).astype(int)
+                                               for m in methods})
                 robustness.append({"protocol": protocol, "dataset": dataset, "factor": factor, "bin": bin_name,
                                    "definition": fb["definition"], "edges": fb["edges"], "n_images": len(idx),
                                    "methods": per_method, "pairwise": tests})
@@ -960,11 +966,9 @@ def stage_analyze_fer(cfg: Config, info: DistInfo):
         methods = list(e["correct"])
         seeds = sorted(e["correct"][methods[0]])
         correct = {m: np.stack([e["correct"][m][s] for s in seeds]).astype(int) for m in methods}
+        per_method, tests = by_method(correct)
         subsets.append({"protocol": protocol, "dataset": dataset, "subset": name, **e["match"],
-                        "n_images": int(correct[methods[0]].shape[1]),
-                        "methods": {m: {"per_seed": [float(c.mean()) for c in correct[m]],
-                                        **seed_interval([float(c.mean()) for c in correct[m]])} for m in methods},
-                        "pairwise": pairwise_table(correct) if len(methods) > 1 else []})
+                        "n_images": int(correct[methods[0]].shape[1]), "methods": per_method, "pairwise": tests})
     if not info.is_main:
         return None
     for folder in ("reliability", "robustness", "corruptions"):  # DVC outs: present even when empty (no SynthFER)

@@ -14,8 +14,6 @@ from ifer.metrics.predict import predict, predict_each
 
 __all__ = ["predict", "predict_each", "predict_sharded"]
 
-__all__ = ["predict", "predict_sharded"]
-
 
 def predict_sharded(model: torch.nn.Module, dataset: Dataset, batch_size: int, device: torch.device, info: DistInfo,
                     num_workers: int = 0, features: bool = False) -> dict[str, torch.Tensor]:

@@ -101,13 +101,10 @@ def calibration_table(runs: Sequence[dict]) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), "\n".join(lines)
 
 
-SEVERITY_TYPES = frozenset(_SEVERITIES)
-
-
 def _parameter_note(runs: Sequence[dict], parameters: dict, types: Sequence[str]) -> str:
     """The corruption parameters per severity, per input size with the methods evaluated at it. ``parameters``:
     ``{size: {type: {severity: label}}}``; files written before sizes were recorded hold ``{type: {...}}``."""
-    if parameters and set(parameters) <= set(SEVERITY_TYPES):
+    if parameters and set(parameters) <= _SEVERITIES.keys():
         parameters = {"": parameters}
     parts = []
     for size, per_type in parameters.items():

@@ -231,6 +231,11 @@ def _side(v: list[float]) -> str:
     return f"{np.mean(v):.5g} (n={len(v)}{f', sd {np.std(v, ddof=1):.2g}' if len(v) > 1 else ''})"
 
 
+def _finite(v) -> bool:
+    """A finite int or float (not a bool, None, a string or NaN): a number the checks can compare."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def metric_values(results_dir: str | Path) -> dict[tuple[str, str, str, str], Values]:
     """Per (kind, method, dataset, metric): ``{seed: value}`` of one results folder."""
     res = Path(results_dir)
@@ -242,7 +247,7 @@ def metric_values(results_dir: str | Path) -> dict[tuple[str, str, str, str], Va
 
     def add(kind, r):
         v = r["value"]
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        if _finite(v):
             per_seed = out.setdefault((kind, r["method"], r["dataset"], r["metric"]), {})
             seed = str(r.get("seed", len(per_seed)))
             while seed in per_seed:  # a repeated seed keeps both values
@@ -263,8 +268,7 @@ def metric_values(results_dir: str | Path) -> dict[tuple[str, str, str, str], Va
         for r in inversion_rows(inv, default_seed=0):
             add("inversion", r)
     if ana_file.is_file():
-        for k, v in analysis_values(json.loads(ana_file.read_text())).items():
-            out[k] = v
+        out.update(analysis_values(json.loads(ana_file.read_text())))
     return out
 
 
@@ -272,12 +276,12 @@ def analysis_values(ana: dict) -> dict[tuple[str, str, str, str], Values]:
     """The per-seed numbers of ``analysis_metrics.json`` (``ifer analyze-fer``) that ``ifer compare`` checks:
     kind ``analysis/<protocol>``: ``ece``, ``mean_corrupted_accuracy``, ``relative_robustness``,
     ``transfer_accuracy@<target>``, ``subset_accuracy@<subset>`` per run and ``probe_<factor>_accuracy`` per factor probe (seed rule across
-    kernels); kind ``cost``: ``params``, ``gmacs`` per method (deterministic). Accuracy per factor bin is covered
+    kernels); kind ``cost``: ``params``, ``gmacs`` per method (rule ``counts``). Accuracy per factor bin is covered
     by the exact file check on the same kernel only: its 3 bins x 4 factors would swamp the seed family."""
     out: dict[tuple[str, str, str, str], Values] = {}
 
     def put(key, seed, v):
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        if _finite(v):
             out.setdefault(key, {})[str(seed)] = float(v)
 
     for r in ana.get("runs", []):
