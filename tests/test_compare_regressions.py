@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 
 from ifer.report.compare import (
+    ABS_FLOORS,
     ANALYSIS_REFERENCE_FAMILY,
     REL_DETERMINISTIC,
     REL_PAIRED,
     analysis_z,
     compare_results,
+    floor_for,
     kernel_keys,
     run,
 )
@@ -386,3 +388,30 @@ def test_analysis_family_is_bonferroni_corrected_to_the_reference_family():
     assert z40 == pytest.approx(3.27, abs=0.01)
     # 40 checks at z40 have the family-wise Bonferroni bound of 16 checks at 3 sigma
     assert 40 * 2 * sps.norm.sf(z40) == pytest.approx(ANALYSIS_REFERENCE_FAMILY * 2 * sps.norm.sf(3.0))
+
+
+@pytest.mark.skipif(not ANA.is_file(), reason="results/tiny has no analysis_metrics.json: run `nox -s reproduce`")
+def test_summary_and_compare_read_the_same_analysis_numbers():
+    """One extractor feeds both readers: every number ``ifer compare`` checks is the one ``summary.json`` reports
+    for that seed (parameters in millions there), and no analysis number reaches only one of them."""
+    from ifer.report.analysis import headline_rows
+    from ifer.report.compare import analysis_values
+
+    ana = json.loads(ANA.read_text())
+    compared = analysis_values(ana)
+    summary: dict[tuple, dict[str, float]] = {}
+    for r in headline_rows(ana):
+        metric, v = ("params", r["value"] * 1e6) if r["metric"] == "params_m" else (r["metric"], r["value"])
+        key = ("cost", r["method"], "", metric) if r["dataset"] == "cost" else (
+            f"analysis/{r['protocol']}", r["method"], r["dataset"], metric)
+        summary.setdefault(key, {})[str(r["seed"])] = v
+    assert set(compared) == set(summary)
+    for key, seeds in compared.items():
+        assert seeds == pytest.approx(summary[key], rel=1e-12), key
+    # the transfer and subset columns are among them, and each finds its own floor by its first word
+    names = {k[3] for k in compared}
+    assert any(n.startswith("transfer_") for n in names) and any(n.startswith("subset_") for n in names)
+    assert floor_for("transfer_synthfer_shift_accuracy", ABS_FLOORS) == ABS_FLOORS["transfer"]
+    assert floor_for("subset_occlusion_accuracy", ABS_FLOORS) == ABS_FLOORS["subset"]
+    assert floor_for("probe_pose_accuracy", ABS_FLOORS) == ABS_FLOORS["probe"]
+    assert floor_for("mean_corrupted_accuracy", ABS_FLOORS) == ABS_FLOORS["mean_corrupted_accuracy"]

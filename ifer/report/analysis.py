@@ -289,28 +289,54 @@ def write_analysis_tables(payload: dict, out_dir: str | Path, profile: str) -> l
     return written
 
 
-def headline_rows(payload: dict) -> list[dict]:
-    """Rows for ``summary.json`` (``<protocol>/<method>/<dataset>/<metric>``): ECE, mean corrupted accuracy,
-    relative robustness, accuracy on each listed subset and each factor probe per seed; parameters and GMACs under dataset ``cost``."""
-    out = []
-    for r in payload["runs"]:
-        mean, rel = corruption_summary(r["corruptions"])
+def per_seed_values(payload: dict) -> list[dict]:
+    """Every per-seed number of ``analysis_metrics.json``, once, for both readers (``summary.json`` through
+    :func:`headline_rows`, ``ifer compare`` through ``ifer.report.compare.analysis_values``): rows
+    ``{protocol, method, dataset, seed, metric, value}`` with ``metric`` one of ``ece``,
+    ``mean_corrupted_accuracy``, ``relative_robustness``, ``transfer_<target>_accuracy``,
+    ``subset_<name>_accuracy`` per run, ``probe_<factor>_accuracy`` per factor probe, and per method
+    ``params`` / ``gmacs`` under dataset ``cost`` (protocol ``None``, seed 0). Missing numbers are left out.
+
+    >>> per_seed_values({"runs": [], "probes": [], "cost": {"m": {"params": 3, "gmacs": 0.5}}})[0]["metric"]
+    'params'
+    """
+    out: list[dict] = []
+
+    def put(base: dict, metric: str, value) -> None:
+        if value is not None:
+            out.append({**base, "metric": metric, "value": value})
+
+    for r in payload.get("runs", []):
         base = {"protocol": r["protocol"], "method": r["method"], "dataset": r["dataset"], "seed": r["seed"]}
-        out.append({**base, "metric": "ece", "value": r["calibration"]["ece"]})
-        if mean is not None:
-            out.append({**base, "metric": "mean_corrupted_accuracy", "value": mean})
-            if rel is not None:
-                out.append({**base, "metric": "relative_robustness", "value": rel})
+        put(base, "ece", (r.get("calibration") or {}).get("ece"))
+        if r.get("corruptions"):
+            mean, rel = corruption_summary(r["corruptions"])
+            put(base, "mean_corrupted_accuracy", mean)
+            put(base, "relative_robustness", rel)
+        for target, t in (r.get("transfer") or {}).items():
+            put(base, f"transfer_{target}_accuracy", t.get("accuracy"))
         for name, x in (r.get("subsets") or {}).items():
-            out.append({**base, "metric": f"subset_{name}_accuracy", "value": x["accuracy"]})
-    for p in payload["probes"]:
-        out.append({"protocol": p["protocol"], "method": p["method"], "dataset": p["dataset"], "seed": p["seed"],
-                    "metric": f"probe_{p['factor']}_accuracy", "value": p["accuracy"]})
+            put(base, f"subset_{name}_accuracy", x.get("accuracy"))
+    for p in payload.get("probes", []):
+        put({"protocol": p["protocol"], "method": p["method"], "dataset": p["dataset"], "seed": p["seed"]},
+            f"probe_{p['factor']}_accuracy", p.get("accuracy"))
+    for method, c in (payload.get("cost") or {}).items():
+        for metric in ("params", "gmacs"):
+            put({"protocol": None, "method": method, "dataset": "cost", "seed": 0}, metric, c.get(metric))
+    return out
+
+
+def headline_rows(payload: dict) -> list[dict]:
+    """Rows for ``summary.json`` (``<protocol>/<method>/<dataset>/<metric>``): :func:`per_seed_values`, with the
+    cost rows repeated under every protocol and parameters in millions (``params_m``)."""
     protocols = sorted({r["protocol"] for r in payload["runs"]}) or ["clean"]
-    for method, c in payload["cost"].items():
-        for metric, v in (("params_m", c["params"] / 1e6), ("gmacs", c["gmacs"])):
-            out += [{"protocol": p, "method": method, "dataset": "cost", "metric": metric, "seed": 0, "value": v}
-                    for p in protocols]
+    out = []
+    for row in per_seed_values(payload):
+        if row["protocol"] is not None:
+            out.append(row)
+            continue
+        metric, value = ("params_m", row["value"] / 1e6) if row["metric"] == "params" else (row["metric"], row["value"])
+        out += [{**row, "protocol": p, "metric": metric, "value": value} for p in protocols]
     return out
 
 

@@ -82,7 +82,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ifer.report.analysis import corruption_summary
+from ifer.report.analysis import per_seed_values
 from ifer.report.stats import detectable_shift
 from ifer.report.tables import inversion_rows, row_protocol
 
@@ -91,8 +91,8 @@ REL_FLOOR = 0.01
 # Absolute floors of the seed rule, in the units stored in the metrics files (fractions for accuracies).
 ABS_FLOORS = {"accuracy": 0.005, "mean_class_accuracy": 0.005, "macro_f1": 0.005, "identity_probe_accuracy": 0.01,
               # analysis_metrics.json (issue 21); by prefix for the per-target / per-factor names
-              "ece": 0.01, "mean_corrupted_accuracy": 0.005, "relative_robustness": 0.01, "transfer_accuracy": 0.005,
-              "subset_accuracy": 0.005, "probe": 0.01}
+              "ece": 0.01, "mean_corrupted_accuracy": 0.005, "relative_robustness": 0.01, "transfer": 0.005,
+              "subset": 0.005, "probe": 0.01}
 # The analysis family (ECE, corruptions, transfer, factor probes: ~40 seed checks in tiny, correlated with the
 # accuracies) is Bonferroni-corrected to the family-wise false-alarm level of the ~16 accuracy checks at ``z``, so
 # adding it does not triple the chance that an honest cross-kernel rerun fails CI.
@@ -121,14 +121,11 @@ def rule_for(key: tuple[str, str, str, str], same_kernel: bool) -> str:
 
 
 def floor_for(metric: str, floors: Mapping[str, float]) -> float:
-    """The absolute floor of ``metric``: its own entry, else that of its prefix (``transfer_accuracy@rafdb`` ->
-    ``transfer_accuracy``, ``probe_pose_accuracy`` -> ``probe``); 0 for an unknown metric."""
+    """The absolute floor of ``metric``: its own entry, else that of its first word (``transfer_rafdb_accuracy`` ->
+    ``transfer``, ``probe_pose_accuracy`` -> ``probe``); 0 for an unknown metric."""
     if metric in floors:
         return floors[metric]
-    for prefix in (metric.split("@")[0], metric.split("_")[0]):
-        if prefix in floors:
-            return floors[prefix]
-    return 0.0
+    return floors.get(metric.split("_")[0], 0.0)
 
 
 def _seed_order(s: str):
@@ -273,34 +270,20 @@ def metric_values(results_dir: str | Path) -> dict[tuple[str, str, str, str], Va
 
 
 def analysis_values(ana: dict) -> dict[tuple[str, str, str, str], Values]:
-    """The per-seed numbers of ``analysis_metrics.json`` (``ifer analyze-fer``) that ``ifer compare`` checks:
-    kind ``analysis/<protocol>``: ``ece``, ``mean_corrupted_accuracy``, ``relative_robustness``,
-    ``transfer_accuracy@<target>``, ``subset_accuracy@<subset>`` per run and ``probe_<factor>_accuracy`` per factor probe (seed rule across
-    kernels); kind ``cost``: ``params``, ``gmacs`` per method (rule ``counts``). Accuracy per factor bin is covered
-    by the exact file check on the same kernel only: its 3 bins x 4 factors would swamp the seed family."""
+    """The per-seed numbers of ``analysis_metrics.json`` (``ifer analyze-fer``) that ``ifer compare`` checks, as
+    :func:`ifer.report.analysis.per_seed_values` extracts them for ``summary.json`` too (one extractor, the same
+    names): kind ``analysis/<protocol>``: ``ece``, ``mean_corrupted_accuracy``, ``relative_robustness``,
+    ``transfer_<target>_accuracy``, ``subset_<name>_accuracy`` per run and ``probe_<factor>_accuracy`` per factor
+    probe (seed rule across kernels); kind ``cost``: ``params``, ``gmacs`` per method (rule ``counts``). Accuracy
+    per factor bin is covered by the exact file check on the same kernel only: its 3 bins x 4 factors would swamp
+    the seed family."""
     out: dict[tuple[str, str, str, str], Values] = {}
-
-    def put(key, seed, v):
-        if _finite(v):
-            out.setdefault(key, {})[str(seed)] = float(v)
-
-    for r in ana.get("runs", []):
-        kind, m, d, s = f"analysis/{r['protocol']}", r["method"], r["dataset"], r["seed"]
-        put((kind, m, d, "ece"), s, (r.get("calibration") or {}).get("ece"))
-        if r.get("corruptions"):
-            mean, rel = corruption_summary(r["corruptions"])
-            put((kind, m, d, "mean_corrupted_accuracy"), s, mean)
-            put((kind, m, d, "relative_robustness"), s, rel)
-        for target, t in (r.get("transfer") or {}).items():
-            put((kind, m, d, f"transfer_accuracy@{target}"), s, t.get("accuracy"))
-        for name, x in (r.get("subsets") or {}).items():
-            put((kind, m, d, f"subset_accuracy@{name}"), s, x.get("accuracy"))
-    for p in ana.get("probes", []):
-        put((f"analysis/{p['protocol']}", p["method"], p["dataset"], f"probe_{p['factor']}_accuracy"), p["seed"],
-            p.get("accuracy"))
-    for m, c in (ana.get("cost") or {}).items():
-        for metric in ("params", "gmacs"):
-            put(("cost", m, "", metric), 0, c.get(metric))
+    for row in per_seed_values(ana):
+        if not _finite(row["value"]):
+            continue
+        key = (("cost", row["method"], "", row["metric"]) if row["protocol"] is None
+               else (f"analysis/{row['protocol']}", row["method"], row["dataset"], row["metric"]))
+        out.setdefault(key, {})[str(row["seed"])] = float(row["value"])
     return out
 
 
