@@ -239,11 +239,16 @@ def stage_fingerprint_inputs(cfg: Config) -> dict[str, Path]:
              "asit_finetune": (_finetune_inputs(cfg) if cfg.finetune_seeds else
                                {"status": f"unused: protocols {list(cfg.protocols)} do not include released"})}
     for role, keys in _used_weights(cfg).items():
-        files[role] = {k: _weight_file_record(v) for k, v in keys.items()}
+        files[role] = {k: _file_record(v) for k, v in keys.items()}
+    # the published subset lists (analysis.subsets): dvc.yaml cannot name a list of user paths as deps, so their
+    # content reaches analyze_fer through this file, and editing a list in place reruns it
+    files["analysis_subsets"] = {str(x.get("name")): {"dataset": x.get("dataset"),
+                                                      **_file_record(str(x.get("list")))}
+                                 for x in (cfg.analysis.get("subsets") or [])}
     return {role: write_json(out / f"{role}.json", content) for role, content in files.items()}
 
 
-def _weight_file_record(path) -> dict:
+def _file_record(path) -> dict:
     """``{"path", "sha256"}`` of a weight file, or ``{"path", "status": "missing"}``."""
     return {"path": path, "sha256": sha256_file(Path(path))} if path and Path(path).is_file() else \
         {"path": path, "status": "missing"}
@@ -253,7 +258,7 @@ def _finetune_inputs(cfg: Config) -> dict:
     """The fine-tune's data fingerprint and, when ``asit_finetune.init`` names a released ASIT file, its sha256."""
     fp = fingerprint_dataset(cfg, cfg.asit_finetune.dataset)
     init = cfg.asit_finetune.get("init")
-    return {**fp, "init": _weight_file_record(str(init))} if init else fp
+    return {**fp, "init": _file_record(str(init))} if init else fp
 
 
 def finetune_source(cfg: Config) -> Path:
@@ -284,7 +289,7 @@ def stage_fer_init(cfg: Config) -> dict[str, Path]:
                     info = {**info, "weights": weights,
                             "sha256": sha256_file(Path(weights)) if Path(weights).is_file() else "missing"}
                 if files.get("text_encoder_kwargs.weights_path"):  # KE2NT's CLIP text tower: its class embeddings
-                    info = {**info, "text_weights": _weight_file_record(files["text_encoder_kwargs.weights_path"])}
+                    info = {**info, "text_weights": _file_record(files["text_encoder_kwargs.weights_path"])}
                 if method == "ifer":
                     k = asit_seed_for(pcfg, seed)
                     ckpt = ifer_init_checkpoint(with_seed(pcfg, k))

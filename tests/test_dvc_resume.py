@@ -8,6 +8,7 @@ Runs the real dvc.yaml in a temporary copy of the repository with a micro profil
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -174,3 +175,39 @@ def test_persisted_run_dir_is_resumed_only_when_unfinished_and_unchanged(tmp_pat
     (out / "result.json").write_text("{}")
     assert not prepare_run_dir(out, {"lr": 2}, "result.json", DistInfo())  # finished: a rerun retrains
     assert not (out / "last.pt").exists() and not (out / "result.json").exists()
+
+
+def test_a_subset_list_edited_in_place_reaches_analyze_fer_through_its_fingerprint(tmp_path):
+    """Guards "DVC tracks a subset list's path, not its content": ``analysis.subsets`` lists are user paths that
+    dvc.yaml cannot name, so fingerprint_inputs writes their sha256 into ``inputs/analysis_subsets.json``, which
+    analyze_fer depends on. Editing a list changes that file (and no other); every inputs file dvc.yaml names is
+    one the stage writes."""
+    import re
+
+    import yaml
+
+    from ifer import stages
+    from ifer.core.config import load_config
+
+    lst = tmp_path / "occlusion_list.txt"
+    lst.write_text("test_0001.jpg\n")
+    cfg = load_config("tiny", overrides=[f"paths.runs={tmp_path / 'runs'}",
+                                         f"analysis.subsets=[{{name: occ, dataset: synthfer, list: {lst}}}]"])
+
+    def snapshot():
+        return {p.name: p.read_text() for p in stages.stage_fingerprint_inputs(cfg).values()}
+
+    first = snapshot()
+    rec = json.loads(first["analysis_subsets.json"])["occ"]
+    assert rec["dataset"] == "synthfer" and rec["sha256"] == hashlib.sha256(lst.read_bytes()).hexdigest()
+    lst.write_text("test_0001.jpg\ntest_0002.jpg\n")
+    edited = snapshot()
+    assert {k for k in first if first[k] != edited[k]} == {"analysis_subsets.json"}
+    lst.unlink()
+    assert json.loads(snapshot()["analysis_subsets.json"])["occ"]["status"] == "missing"
+
+    dvc = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    assert "runs/${profile}/inputs/analysis_subsets.json" in dvc["analyze_fer"]["deps"]
+    named = {m.group(1) for st in dvc.values() for d in st.get("deps", []) if isinstance(d, str)
+             for m in [re.fullmatch(r"runs/\$\{profile\}/inputs/([a-z_]+)\.json", d)] if m}
+    assert named and {f"{n}.json" for n in named} <= set(first), named
