@@ -6,7 +6,8 @@ of every pytest test with ``--pytest-junit``), with the machine's CPU flags and 
         -- python -m nox -s tests -- -q -m "not gpu" -n 2 --junitxml /tmp/j.xml
 
 The command's output is passed through unchanged; the JSON holds ``stages`` (name -> seconds, in order), the
-total, the command, the git SHA, ``machine`` (``ifer.core.machine.machine_info``) and ``cpu_peak`` (fp32 and bf16
+total, the command, the git SHA, ``tests`` and ``rehearsal_stages`` (the paper rehearsal's seconds per stage, from
+the JUnit property its test records) with ``--pytest-junit``, ``machine`` (``ifer.core.machine.machine_info``) and ``cpu_peak`` (fp32 and bf16
 dense peaks at the threads used, ``ifer.core.machine.cpu_peak``), so a time is never quoted without the bound.
 """
 from __future__ import annotations
@@ -29,6 +30,21 @@ def _junit_durations(path: Path) -> dict[str, float]:
     for case in ET.parse(path).getroot().iter("testcase"):
         out[f"{case.get('classname')}::{case.get('name')}"] = float(case.get("time") or 0.0)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _junit_properties(path: Path, name: str) -> dict[str, object]:
+    """``{test: value}`` of the JUnit ``<property name=name>`` each test recorded (``record_property``), values
+    parsed as JSON where they are JSON (the rehearsal's per-stage seconds: ``rehearsal_stage_s``)."""
+    out: dict[str, object] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        for prop in case.iter("property"):
+            if prop.get("name") == name:
+                try:
+                    value = json.loads(prop.get("value") or "")
+                except ValueError:
+                    value = prop.get("value")
+                out[f"{case.get('classname')}::{case.get('name')}"] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_peak": {p: cpu_peak(p, threads) for p in ("fp32", "bf16")}}
     if args.pytest_junit and args.pytest_junit.is_file():
         prof["tests"] = _junit_durations(args.pytest_junit)
+        stages_of = _junit_properties(args.pytest_junit, "rehearsal_stage_s")
+        if stages_of:  # the paper rehearsal's stages, longest first
+            prof["rehearsal_stages"] = {t: dict(sorted(v.items(), key=lambda kv: -kv[1])) if isinstance(v, dict) else v
+                                        for t, v in stages_of.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(prof, indent=1, default=str) + "\n")
     print(f"profile: {args.out} ({total:.0f} s, rc {rc})", file=sys.stderr)
