@@ -249,7 +249,7 @@ def stage_fingerprint_inputs(cfg: Config) -> dict[str, Path]:
 
 
 def _file_record(path) -> dict:
-    """``{"path", "sha256"}`` of a weight file, or ``{"path", "status": "missing"}``."""
+    """``{"path", "sha256"}`` of an input file (a weight file, a subset list), or ``{"path", "status": "missing"}``."""
     return {"path": path, "sha256": sha256_file(Path(path))} if path and Path(path).is_file() else \
         {"path": path, "status": "missing"}
 
