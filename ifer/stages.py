@@ -285,17 +285,16 @@ def stage_fer_init(cfg: Config) -> dict[str, Path]:
                 info = {"method": method, "seed": seed, "protocol": pcfg.protocol, "init": init_label(pcfg, method)}
                 files = _method_weight_files(pcfg, method)
                 weights = files.get("pretrained_path")
+                # every start file in one format (``_file_record``): {"path", "sha256"} or {"path", "status"}
                 if weights:  # e.g. the ImageNet ResNet-18 of `paper`: record which file the run starts from
-                    info = {**info, "weights": weights,
-                            "sha256": sha256_file(Path(weights)) if Path(weights).is_file() else "missing"}
+                    info = {**info, "weights": _file_record(weights)}
                 if files.get("text_encoder_kwargs.weights_path"):  # KE2NT's CLIP text tower: its class embeddings
                     info = {**info, "text_weights": _file_record(files["text_encoder_kwargs.weights_path"])}
                 if method == "ifer":
                     k = asit_seed_for(pcfg, seed)
                     ckpt = ifer_init_checkpoint(with_seed(pcfg, k))
                     if ckpt is not None:
-                        info = {**info, "asit_seed": k, "checkpoint": str(ckpt),
-                                "sha256": sha256_file(ckpt) if ckpt.is_file() else "missing"}
+                        info = {**info, "asit_seed": k, "checkpoint": _file_record(str(ckpt))}
                 path = fer_init_file(pcfg, method, seed)
                 written[f"{pcfg.protocol}/{method}_seed{seed}"] = write_json(path, info)
     return written

@@ -49,7 +49,8 @@ def test_fer_init_records_every_methods_initialisation(tmp_path, monkeypatch):
         got = {m: json.loads(written[f"clean/{m}_seed0"].read_text())["init"] for m in expected}
         assert got == expected, profile
     paper = json.loads(written["released/fer_resnet18_seed0"].read_text())
-    assert paper["weights"] == "weights/resnet18-f37072fd.pth" and paper["sha256"] == "missing"
+    # one record format for every start file (stages._file_record), a missing one included
+    assert paper["weights"] == {"path": "weights/resnet18-f37072fd.pth", "status": "missing"}
 
 
 def test_paper_resnet18_methods_start_from_the_same_imagenet_file(tmp_path, monkeypatch):
@@ -83,7 +84,7 @@ def test_paper_resnet18_methods_start_from_the_same_imagenet_file(tmp_path, monk
     assert fer_keys["fer_methods.ke2nt.kwargs.text_encoder_kwargs.weights_path"] == "weights/ViT-B-16.pt"
     written = stage_fer_init(load_config("paper", overrides=["seeds=[0]"]))
     ke2nt = json.loads(written["clean/ke2nt_seed0"].read_text())
-    assert ke2nt["weights"] == "weights/resnet18-f37072fd.pth" and len(ke2nt["sha256"]) == 64
+    assert ke2nt["weights"]["path"] == "weights/resnet18-f37072fd.pth" and len(ke2nt["weights"]["sha256"]) == 64
     assert ke2nt["text_weights"] == {"path": "weights/ViT-B-16.pt", "status": "missing"}
 
 

@@ -249,8 +249,9 @@ def test_finetune_stage_starts_from_asit_and_holds_out_a_recorded_draw(synthfer,
     assert all(torch.equal(again[k], v) for k, v in tuned["state_dict"].items())
     written = stages.stage_fer_init(cfg)
     rel, cln = (json.loads(written[f"{p}/ifer_seed0"].read_text()) for p in ("released", "clean"))
-    assert rel["init"] == "asit_synthfer_finetune" and rel["checkpoint"] == str(out / "asit_best.pt")
-    assert cln["init"] == "asit" and cln["checkpoint"] == str(source) and rel["sha256"] != cln["sha256"]
+    assert rel["init"] == "asit_synthfer_finetune" and rel["checkpoint"]["path"] == str(out / "asit_best.pt")
+    assert cln["init"] == "asit" and cln["checkpoint"]["path"] == str(source)
+    assert len(rel["checkpoint"]["sha256"]) == 64 and rel["checkpoint"]["sha256"] != cln["checkpoint"]["sha256"]
 
 
 def test_finetune_starts_from_the_authors_released_asit_when_given(synthfer, tmp_path, monkeypatch):
