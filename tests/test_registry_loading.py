@@ -61,6 +61,68 @@ def test_build_untrained_skips_start_weights_and_loads_to_the_same_network(tmp_p
     assert r18.head.out_features == 7
 
 
+def _fer_sections():
+    """Every FER method section of tiny and paper, with its input size (paper's KE2NT gets a random CLIP ViT-B/16
+    file in OpenAI's format for its text tower, as the rehearsal writes)."""
+    from ifer.core.config import load_config
+
+    for profile in ("tiny", "paper"):
+        cfg = load_config(profile)
+        for method in cfg.methods:
+            spec = cfg.fer_methods[method]
+            yield pytest.param(spec.to_dict() if hasattr(spec, "to_dict") else dict(spec), cfg.ifer.mode,
+                               int(spec.train.img_size), id=f"{profile}-{method}")
+
+
+@pytest.mark.parametrize("section,mode,size", list(_fer_sections()))
+def test_build_untrained_without_init_loads_to_the_initialised_network_bit_for_bit(section, mode, size, monkeypatch,
+                                                                                   tmp_path):
+    """``build_untrained`` skips random initialisation (``skipped_init``): every parameter and buffer, persistent
+    or not, and the output after the strict load must equal those of a network built with its initialisation
+    and loaded alike; so no value the load does not replace came from the skipped initialisers."""
+    import contextlib
+    import copy
+
+    from ifer.models import registry
+    from ifer.rehearsal.weights import write_weights
+
+    section = copy.deepcopy(section)
+    text = (section.get("kwargs") or {}).get("text_encoder_kwargs") or {}
+    if text.get("weights_path"):
+        text["weights_path"] = str(write_weights(tmp_path, names=["clip_vit_b16"])["clip_vit_b16"])
+
+    torch.manual_seed(0)
+    with monkeypatch.context() as m:
+        m.setattr(registry, "skipped_init", contextlib.nullcontext)
+        initialised = registry.build_untrained(section, num_classes=7, mode=mode)
+    with torch.no_grad():  # "trained": values neither build starts from
+        trained = {k: (v + torch.randn_like(v) * 0.01 if v.is_floating_point() else v)
+                   for k, v in initialised.state_dict().items()}
+    initialised.load_state_dict(trained)
+    bare = registry.build_untrained(section, num_classes=7, mode=mode)
+    load_state_dict_strict(bare, trained, "best.pt")
+    for kind in ("named_parameters", "named_buffers"):
+        want, got = dict(getattr(initialised, kind)()), dict(getattr(bare, kind)())
+        assert want.keys() == got.keys(), kind
+        diff = [k for k in want if not torch.equal(want[k], got[k])]
+        assert not diff, f"{kind} differ after the load: {diff[:5]}"
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(initialised.eval()(x), bare.eval()(x))
+
+
+def test_skipped_init_restores_the_initialisers_and_leaves_values_alone():
+    from ifer.models.registry import skipped_init
+
+    before = torch.nn.init.kaiming_uniform_
+    w = torch.full((4, 4), 3.0)
+    with skipped_init():
+        assert torch.nn.init.kaiming_uniform_(w) is w and torch.equal(w, torch.full((4, 4), 3.0))
+    assert torch.nn.init.kaiming_uniform_ is before
+    torch.nn.init.kaiming_uniform_(w)
+    assert not torch.equal(w, torch.full((4, 4), 3.0))
+
+
 def test_resolved_quirks_names_presets_and_custom_sets():
     assert resolved_quirks("as_described") == {"mode": "as_described", "flags": get_quirks("as_described").to_dict()}
     assert resolved_quirks(get_quirks("as_released"))["mode"] == "as_released"

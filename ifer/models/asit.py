@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from timm.layers import trunc_normal_
+from timm.layers import weight_init as timm_init  # looked up at call time: registry.skipped_init patches it
 from torch import nn
 
 from ifer.core.loading import CheckpointError, extract_state_dict, load_state_dict_strict, read_checkpoint
@@ -122,7 +122,7 @@ class ASITEncoder(nn.Module):
     def _init_weights(m: nn.Module) -> None:
         # the official GCViT init: trunc-normal(0.02) Linear weights, zero biases, unit LayerNorms
         if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
+            timm_init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):

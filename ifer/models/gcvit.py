@@ -27,7 +27,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
+from timm.layers import weight_init as timm_init  # looked up at call time: registry.skipped_init patches it
 from torch import nn
 
 from ifer.core.quirks import Quirks, get_quirks
@@ -200,7 +201,7 @@ class _WindowAttentionBase(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        trunc_normal_(self.relative_position_bias_table, std=0.02)
+        timm_init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def _bias(self) -> torch.Tensor:
         n = self.window_size ** 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 _MODEL_ENTRYPOINTS: dict[str, Callable] = {}
@@ -119,11 +120,45 @@ def build_from_record(record: Mapping):
                            mode=record.get("mode") or "as_described")
 
 
+#: the ``torch.nn.init`` functions ``skipped_init`` turns into no-ops (they fill a tensor in place and return it)
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+
+
+@contextmanager
+def skipped_init():
+    """Inside: the in-place initialisers of ``torch.nn.init`` and of timm's ``weight_init`` do nothing, so a
+    module's parameters keep whatever ``torch.empty`` gave them. Only for a network whose every parameter and
+    buffer a strict load replaces next (``build_untrained``): random-initialising ``ifer_base``'s 269M parameters
+    took 3-5 s per build at 1 CPU thread (0.13 s without), for eval_fer and analyze_fer to overwrite them.
+    Not thread-safe (it patches the two modules)."""
+    import torch.nn.init as init
+    from timm.layers import weight_init as timm_init  # the GC ViT / ASIT trunc-normal init (ifer.models.gcvit)
+
+    saved = [(mod, name, getattr(mod, name)) for mod in (init, timm_init) for name in _INIT_FUNCTIONS
+             if hasattr(mod, name)]
+    try:
+        for mod, name, _ in saved:
+            setattr(mod, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
+
+
 def build_untrained(section: Mapping, **context):
     """``build_from_config`` without start weights: no ``INIT_ONLY_KWARGS`` file and no ``init_checkpoint`` (IFER's
-    ASIT encoder file), for a caller that loads trained weights next (``eval_fer``, ``ifer predict``).
-    Loading a 269M-parameter ASIT encoder that best.pt overwrites cost ~3 s per IFER run at 1 CPU thread."""
+    ASIT encoder file), and no random initialisation (``skipped_init``), for a caller that loads trained weights
+    next, strictly (``eval_fer``, ``analyze_fer``, ``ifer predict``, ``ifer eval-checkpoint``): the values before
+    that load are undefined. Loading a 269M-parameter ASIT encoder that best.pt overwrites cost ~3 s per IFER run
+    at 1 CPU thread; initialising it another 3-5 s. ``tests/test_registry_loading.py`` checks, per registered
+    family, that the loaded network equals one built the ordinary way and loaded alike, bit for bit.
+
+        python -c "import ifer.models.registry as r; print(type(r.build_untrained({'model': 'ifer_tiny'}, num_classes=7)))"
+    """
     section = dict(section)
     kwargs = {k: v for k, v in dict(section.get("kwargs") or {}).items() if k not in INIT_ONLY_KWARGS}
     context = {k: v for k, v in context.items() if k != "init_checkpoint"}
-    return build_from_config({**section, "kwargs": kwargs}, **context)
+    with skipped_init():
+        return build_from_config({**section, "kwargs": kwargs}, **context)
