@@ -120,7 +120,8 @@ def build_from_record(record: Mapping):
                            mode=record.get("mode") or "as_described")
 
 
-#: the ``torch.nn.init`` functions ``skipped_init`` turns into no-ops (they fill a tensor in place and return it)
+#: the initialiser names ``skipped_init`` turns into no-ops in ``torch.nn.init`` and timm's ``weight_init`` (each
+#: fills a tensor in place and returns it)
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
                    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
                    "sparse_")
@@ -152,8 +153,8 @@ def build_untrained(section: Mapping, **context):
     ASIT encoder file), and no random initialisation (``skipped_init``), for a caller that loads trained weights
     next, strictly (``eval_fer``, ``analyze_fer``, ``ifer predict``, ``ifer eval-checkpoint``): the values before
     that load are undefined. Loading a 269M-parameter ASIT encoder that best.pt overwrites cost ~3 s per IFER run
-    at 1 CPU thread; initialising it another 3-5 s. ``tests/test_registry_loading.py`` checks, per registered
-    family, that the loaded network equals one built the ordinary way and loaded alike, bit for bit.
+    at 1 CPU thread; initialising it another 3-5 s. ``tests/test_registry_loading.py`` checks, per FER method of
+    tiny and paper, that the loaded network equals one built the ordinary way and loaded alike, bit for bit.
 
         python -c "import ifer.models.registry as r; print(type(r.build_untrained({'model': 'ifer_tiny'}, num_classes=7)))"
     """
