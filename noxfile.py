@@ -177,7 +177,8 @@ def regression(session: nox.Session) -> None:
 @nox.session
 def rehearse(session: nox.Session) -> None:
     """Rehearse the paper protocol: miniature real-layout data + random upstream-format weights, `dvc repro`
-    of `paper` with only lengths shortened, in a scratch copy (.rehearsal/work). `-- DIR` picks the scratch dir."""
+    of `paper` with only lengths shortened (its last 3 stages through `ifer launch`), in a scratch copy
+    (.rehearsal/work). `-- DIR` picks the scratch dir."""
     _ensure_env(session)
     scratch = session.posargs[0] if session.posargs else ".rehearsal"
     session.run(str(PY), "-m", "ifer.rehearsal", "run", "--scratch", scratch, external=True, env=_env())

@@ -423,6 +423,7 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
     pool = list(gpus) if gpus is not None else (local_gpus() if local else [])
     failed = []
     ran = 0
+    started: dict[str, float] = {}  # stage -> when its (latest) job was submitted: the per-job line's wall time
     for k, jobs in enumerate(todo):
         if k:
             now = stale_stages(root)
@@ -459,6 +460,7 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
                 ex.update_parameters(name=j.stage)
                 try:
                     running.append((j, attempt, ex.submit(StageJob(), str(root), j.cmd, threads), ids))
+                    started[j.stage] = time.monotonic()
                     inflight.add(j.stage, executor, str(running[-1][2].job_id))
                 except (submitit.core.utils.FailedJobError, OSError) as e:  # sbatch refused it / is missing
                     free += ids
@@ -477,6 +479,10 @@ def launch(root: str | Path = ".", executor: str = "local", parallel: int = 2, o
                         raise submitit.core.utils.UncompletedJobError(f"job {sj.job_id} left SLURM without a result")
                     sj.result()
                     _commit(root, [j])  # at once: a crash of the launcher later loses no finished stage
+                    # one line per finished job, so a long launch is not silent in its log (and the rehearsal
+                    # reads each stage's wall time from it: ifer.rehearsal.run)
+                    print(f"ifer launch: {j.stage} done in {time.monotonic() - started[j.stage]:.1f} s",
+                          file=sys.stderr)
                 except Exception as e:
                     killed = isinstance(e, submitit.core.utils.UncompletedJobError) or "Preempted" in str(e)
                     if killed and attempt < retries:

@@ -40,9 +40,13 @@ def test_resources_layer():
     assert (r["gpus"], r["partition"], r["time_min"]) == (1, "gpu", 5)
 
 
-def test_local_pool_then_dvc_clean(toy):
+def test_local_pool_then_dvc_clean(toy, capsys):
     assert launch(toy, "local", parallel=2) == 0
     assert stale_stages(toy) == set()
+    # one line per finished job with its wall time (each toy stage sleeps 1 s): a long launch is not silent
+    done = {ln.split()[2]: float(ln.split()[5]) for ln in capsys.readouterr().err.splitlines()
+            if ln.startswith("ifer launch: ") and ln.endswith(" s") and " job(s) " not in ln}
+    assert set(done) == {"a", "b", "c"} and all(1.0 <= t < 60 for t in done.values()), done
     assert launch(toy, "local", parallel=2) == 0  # nothing stale: nothing submitted
     assert (toy / "b.txt").read_text() == "a\n"
 

@@ -1,5 +1,6 @@
 """The rehearsal's inputs: miniature datasets in the real layouts the adapters accept, weight files in the
-upstream formats the strict loaders accept; and (slow) the whole paper pipeline under ``dvc repro``.
+upstream formats the strict loaders accept; and (slow) the whole paper pipeline under ``dvc repro`` (its last
+three stages under ``ifer launch``).
 
     OMP_NUM_THREADS=1 python -m pytest tests/test_rehearsal.py -q -m "not slow"
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -254,6 +256,32 @@ def test_report_check_names_a_missing_protocol_row_and_a_non_numeric_metric(tmp_
                lambda a: a["protocols"].update(corruption_parameters={"224": {}}))
     problems = check_report(tmp_path / "ok", ["ifer", "ke2nt"], ["rafdb", "sfew"], ["clean", "released"])
     assert any("ke2nt was corrupted at 112 px, but corruption_parameters states sizes ['224']" in p for p in problems)
+
+
+def test_stage_times_come_from_dvc_repro_and_from_ifer_launch_lines(tmp_path):
+    """The rehearsal runs its head under `dvc repro` and eval_fer/analyze_fer/report under `ifer launch`: each
+    stage's time comes from the "Running stage" lines (the time to the next) or from launch's per-job "done in"
+    lines; a stage both ran (fingerprint_inputs, always_changed) keeps both times; a failing command raises with
+    its last lines and the log path."""
+    import sys
+
+    from ifer.rehearsal.run import RehearsalError, _run_logged
+
+    script = ("import sys, time\n"
+              "print(\"Running stage 'a':\", flush=True); time.sleep(0.3)\n"
+              "print(\"Running stage 'b@1':\", flush=True); time.sleep(0.1)\n"
+              "print('ifer launch: c done in 12.5 s', file=sys.stderr)\n"
+              "print('ifer launch: a done in 2.0 s', file=sys.stderr)\n"
+              "print('ifer launch: 2 job(s) in 1 wave(s) done in 15 s; dvc status is clean', file=sys.stderr)\n")
+    stages, lines = {}, []
+    with open(tmp_path / "log.txt", "w") as log:
+        _run_logged([sys.executable, "-c", script], tmp_path, dict(os.environ), log, stages, lines.append, tmp_path)
+    assert list(stages) == ["a", "c", "a (again, ifer launch)", "b@1"]
+    assert stages["a"] >= 0.3 and stages["c"] == 12.5 and stages["a (again, ifer launch)"] == 2.0
+    assert "ifer launch: c done in 12.5 s" in (tmp_path / "log.txt").read_text()
+    with open(tmp_path / "log2.txt", "w") as log, pytest.raises(RehearsalError, match="exit 3.*\n.*boom"):
+        _run_logged([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path, dict(os.environ), log,
+                    {}, lines.append, tmp_path)
 
 
 def _edit_json(path, fn):

@@ -1,4 +1,5 @@
-"""Run the rehearsal: a scratch copy of the repository, the rehearsal data and weights, ``dvc repro``.
+"""Run the rehearsal: a scratch copy of the repository, the rehearsal data and weights, ``dvc repro`` (the last
+stages through ``ifer launch``).
 
 The scratch copy (``<scratch>/work``) holds the tracked and untracked-but-not-ignored files of the checkout,
 so the run uses the code as it is on disk and never touches the checkout's ``results/``, ``runs/`` or
@@ -24,6 +25,9 @@ from ifer.rehearsal.weights import FILES, OFFICIAL_FILES, write_official_checkpo
 
 PROFILE_LAYER = Path("ifer") / "configs" / "profiles" / "rehearse.yaml"
 _STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+_LAUNCH_DONE = re.compile(r"^ifer launch: (\S+) done in ([0-9.]+) s$")  # ifer.launch: one line per finished job
+# the stages `ifer launch` runs at the end of the rehearsal (see run); the others run under `dvc repro`
+LAUNCHED = ("eval_fer", "analyze_fer", "report")
 
 
 class RehearsalError(RuntimeError):
@@ -175,12 +179,14 @@ def check_report(results: Path, methods: list[str], datasets: list[str], protoco
     return problems
 
 
-def check_checkpoints(work: Path, params: dict, python: Path, env: dict, log=print) -> list[str]:
+def check_checkpoints(work: Path, params: dict, python: Path, env: dict, log=print, parallel: int = 2) -> list[str]:
     """What a user does with the trained files, under ``paper``: ``ifer predict`` on a real photo (matplotlib's
     Grace Hopper portrait) with each method's ``best.pt`` and no ``--method`` (the file says what it is), and
     ``ifer eval-checkpoint`` on one of them and on the official-layout IFER and ASIT files (``OFFICIAL_FILES``).
+    The commands are independent: ``parallel`` of them run at once (each with the caller's OMP_NUM_THREADS).
     Returns the problems (a failed command, no prediction, an assumption or metric not printed)."""
     import csv
+    from concurrent.futures import ThreadPoolExecutor
 
     import matplotlib
 
@@ -189,6 +195,7 @@ def check_checkpoints(work: Path, params: dict, python: Path, env: dict, log=pri
     shutil.copy(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg", photos / "hopper.jpg")
     runs = work / params["paths"]["runs"] / params["profile"] / "fer"
     problems, first = [], None
+    checks = []  # (argv, judge(proc, seconds) -> (problem or None, log line or None))
     for method in params["methods"]:
         found = sorted(runs.glob(f"clean/{method}/*/seed*/best.pt"))
         if not found:
@@ -196,28 +203,26 @@ def check_checkpoints(work: Path, params: dict, python: Path, env: dict, log=pri
             continue
         first = first or (method, found[0])
         out = work / f"predict_{method}.csv"
-        t0 = time.perf_counter()
-        proc = subprocess.run([str(python), "-m", "ifer.cli", "predict", str(photos), "--checkpoint", str(found[0]),
-                               "--params", "params.yaml", "--precision", "fp32", "--out", str(out)],
-                              cwd=work, env=env, capture_output=True, text=True)
-        rows = list(csv.DictReader(out.open())) if out.is_file() else []
-        if proc.returncode != 0 or not rows or not rows[0]["predicted"]:
-            problems.append(f"ifer predict --checkpoint {found[0]} (no --method) failed (exit {proc.returncode}): "
-                            f"{(proc.stderr.strip().splitlines() or ['no prediction'])[-1]}")
-        else:
-            log(f"predict with {method} best.pt (no --method): {rows[0]['predicted']} "
-                f"({time.perf_counter() - t0:.1f} s)")
+
+        def judge(proc, dt, out=out, method=method, ckpt=found[0]):
+            rows = list(csv.DictReader(out.open())) if out.is_file() else []
+            if proc.returncode != 0 or not rows or not rows[0]["predicted"]:
+                return (f"ifer predict --checkpoint {ckpt} (no --method) failed (exit {proc.returncode}): "
+                        f"{(proc.stderr.strip().splitlines() or ['no prediction'])[-1]}"), None
+            return None, f"predict with {method} best.pt (no --method): {rows[0]['predicted']} ({dt:.1f} s)"
+        checks.append(([str(python), "-m", "ifer.cli", "predict", str(photos), "--checkpoint", str(found[0]),
+                        "--params", "params.yaml", "--precision", "fp32", "--out", str(out)], judge))
     if first is not None:
         method, ckpt = first
         dataset = ckpt.parts[-3]
-        proc = subprocess.run([str(python), "-m", "ifer.cli", "eval-checkpoint", str(ckpt), "--dataset", dataset,
-                               "--params", "params.yaml", "--out", str(work / "eval_checkpoint.json")],
-                              cwd=work, env=env, capture_output=True, text=True)
-        if proc.returncode != 0 or "what the file is: recorded in the file (meta)" not in proc.stdout:
-            problems.append(f"ifer eval-checkpoint {ckpt} failed (exit {proc.returncode}): "
-                            f"{(proc.stderr.strip().splitlines() or ['no choices printed'])[-1]}")
-        else:
-            log(f"eval-checkpoint {method} best.pt on {dataset}: ok")
+
+        def judge(proc, dt, method=method, ckpt=ckpt, dataset=dataset):
+            if proc.returncode != 0 or "what the file is: recorded in the file (meta)" not in proc.stdout:
+                return (f"ifer eval-checkpoint {ckpt} failed (exit {proc.returncode}): "
+                        f"{(proc.stderr.strip().splitlines() or ['no choices printed'])[-1]}"), None
+            return None, f"eval-checkpoint {method} best.pt on {dataset}: ok ({dt:.1f} s)"
+        checks.append(([str(python), "-m", "ifer.cli", "eval-checkpoint", str(ckpt), "--dataset", dataset,
+                        "--params", "params.yaml", "--out", str(work / "eval_checkpoint.json")], judge))
     # the authors' released kinds under `paper`: IFER built as_released and normalised from its own args (every
     # value it leaves unset printed as an assumption); ASIT with the paper's LPIPS, ID (CurricularFace) and FID
     # files, the wiring eval-checkpoint once got wrong (issue 18)
@@ -227,24 +232,37 @@ def check_checkpoints(work: Path, params: dict, python: Path, env: dict, log=pri
     for kind, rel in OFFICIAL_FILES.items():
         dataset, needles = expect[kind]
         ckpt = work / "weights" / rel
+
+        def judge(proc, dt, kind=kind, ckpt=ckpt, dataset=dataset, needles=needles):
+            missing = [n for n in needles if n not in proc.stdout]
+            if proc.returncode != 0 or missing:
+                return (f"ifer eval-checkpoint {ckpt} (official {kind} layout) failed (exit {proc.returncode})"
+                        + (f"; output lacks {missing}" if missing else "") + ": "
+                        + f"{(proc.stderr.strip().splitlines() or ['-'])[-1]}"), None
+            return None, f"eval-checkpoint official {kind} file on {dataset}: ok ({dt:.1f} s)"
+        checks.append(([str(python), "-m", "ifer.cli", "eval-checkpoint", str(ckpt), "--dataset", dataset,
+                        "--params", "params.yaml", "--out", str(work / f"eval_official_{kind}.json")], judge))
+
+    def timed(argv):
         t0 = time.perf_counter()
-        proc = subprocess.run([str(python), "-m", "ifer.cli", "eval-checkpoint", str(ckpt), "--dataset", dataset,
-                               "--params", "params.yaml", "--out", str(work / f"eval_official_{kind}.json")],
-                              cwd=work, env=env, capture_output=True, text=True)
-        missing = [n for n in needles if n not in proc.stdout]
-        if proc.returncode != 0 or missing:
-            problems.append(f"ifer eval-checkpoint {ckpt} (official {kind} layout) failed (exit {proc.returncode})"
-                            + (f"; output lacks {missing}" if missing else "") + ": "
-                            + f"{(proc.stderr.strip().splitlines() or ['-'])[-1]}")
+        proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True)
+        return proc, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        done = list(pool.map(timed, [argv for argv, _ in checks]))
+    for (_, judge), (proc, dt) in zip(checks, done):  # judged and logged in order, whatever finished first
+        problem, line = judge(proc, dt)
+        if problem:
+            problems.append(problem)
         else:
-            log(f"eval-checkpoint official {kind} file on {dataset}: ok ({time.perf_counter() - t0:.1f} s)")
+            log(line)
     return problems
 
 
 def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = ".", seed: int = 0,
         python: str | os.PathLike | None = None, log=print) -> dict:
     """Write the rehearsal inputs, run ``dvc repro`` on the ``paper`` profile + ``rehearse`` layer in a scratch
-    copy, print one line per stage and return ``{"stages": {name: seconds}, "tables": [...], "total_s": ...}``."""
+    copy (eval_fer, analyze_fer and report through ``ifer launch``, 2 at a time), print one line per stage and return ``{"stages": {name: seconds}, "tables": [...], "total_s": ...}``."""
     scratch, repo = Path(scratch).resolve(), Path(repo).resolve()
     python = Path(python or sys.executable)
     t0 = time.perf_counter()
@@ -262,32 +280,21 @@ def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = "."
     # The copy has the checkout's .dvc/ (config, remotes) but no git: DVC must be told not to look for one.
     dvc_setup = ["config", "--local", "core.no_scm", "true"] if (work / ".dvc").is_dir() else ["init", "--no-scm", "--quiet"]
     subprocess.run([str(python), "-m", "dvc", *dvc_setup], cwd=work, env=env, check=True)
-    log(f"scratch copy: {work} ({n} files); dvc repro ...")
-    stages: dict[str, float] = {}
-    current, started, tail = None, time.perf_counter(), []
-    with open(scratch / "dvc_repro.log", "w") as full_log:
-        proc = subprocess.Popen([str(python), "-m", "dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:
-            full_log.write(line)
-            full_log.flush()
-            tail = (tail + [line.rstrip()])[-40:]
-            m = _STAGE_LINE.match(line)
-            if m:
-                now = time.perf_counter()
-                if current is not None:
-                    stages[current] = now - started
-                    log(f"stage {current}: ok ({stages[current]:.1f} s)")
-                current, started = m.group(1), now
-        rc = proc.wait()
-    if current is not None:
-        stages[current] = time.perf_counter() - started
-        log(f"stage {current}: {'ok' if rc == 0 else 'FAILED'} ({stages[current]:.1f} s)")
-    if rc != 0:
-        raise RehearsalError(f"dvc repro failed (exit {rc}) in {work}; full log {scratch / 'dvc_repro.log'}; "
-                             "last lines:\n" + "\n".join(tail))
     import yaml
 
+    # Every stage but the last three under `dvc repro` (what a user of one machine runs); then eval_fer and
+    # analyze_fer, which both need every FER run and not each other, side by side under `ifer launch --executor
+    # local --parallel 2` (one thread each), then report. At the end of the test command the other xdist worker
+    # is done and one core idles: these two stages are ~30 % of the serial rehearsal (docs/performance.md).
+    # launch records them in dvc.lock and checks that `dvc status` is clean and `dvc repro` has nothing to run.
+    names = list(yaml.safe_load((work / "dvc.yaml").read_text())["stages"])
+    head = [s for s in names if s not in LAUNCHED]
+    log(f"scratch copy: {work} ({n} files); dvc repro {' '.join(head)}, then ifer launch of {', '.join(LAUNCHED)}")
+    stages: dict[str, float] = {}
+    with open(scratch / "dvc_repro.log", "w") as full_log:
+        for cmd in ([str(python), "-m", "dvc", "repro", *head],
+                    [str(python), "-m", "ifer.cli", "launch", "--executor", "local", "--parallel", "2"]):
+            _run_logged(cmd, work, env, full_log, stages, log, scratch)
     params = yaml.safe_load((work / "params.yaml").read_text())
     results = work / params["paths"]["results"] / params["profile"]
     problems = check_report(results, params["methods"], params["data"]["fer"]["datasets"],
@@ -303,3 +310,35 @@ def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = "."
         log(f"table: {t}")
     log(f"rehearsal passed in {summary['total_s']:.0f} s; stage timings in {scratch / 'timings.json'}")
     return summary
+
+
+def _run_logged(cmd: list[str], work: Path, env: dict, full_log, stages: dict[str, float], log, scratch: Path) -> None:
+    """Run ``cmd`` in ``work``, its output into ``full_log``; each stage's wall time into ``stages``: from ``dvc
+    repro``'s ``Running stage`` lines (the time to the next one), or from ``ifer launch``'s per-job ``done in``
+    lines. Raises :class:`RehearsalError` with the last lines when it fails."""
+    current, started, tail = None, time.perf_counter(), []
+    full_log.write(f"$ {' '.join(cmd)}\n")
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    for line in proc.stdout:
+        full_log.write(line)
+        full_log.flush()
+        tail = (tail + [line.rstrip()])[-40:]
+        m, done = _STAGE_LINE.match(line), _LAUNCH_DONE.match(line.rstrip())
+        if m:
+            now = time.perf_counter()
+            if current is not None:
+                stages[current] = now - started
+                log(f"stage {current}: ok ({stages[current]:.1f} s)")
+            current, started = m.group(1), now
+        elif done:  # a stage dvc repro ran already (fingerprint_inputs: always_changed) keeps both times
+            name = done.group(1) if done.group(1) not in stages else f"{done.group(1)} (again, ifer launch)"
+            stages[name] = float(done.group(2))
+            log(f"stage {name}: ok ({stages[name]:.1f} s, ifer launch)")
+    rc = proc.wait()
+    if current is not None:
+        stages[current] = time.perf_counter() - started
+        log(f"stage {current}: {'ok' if rc == 0 else 'FAILED'} ({stages[current]:.1f} s)")
+    if rc != 0:
+        raise RehearsalError(f"{' '.join(cmd[2:4])} failed (exit {rc}) in {work}; full log {scratch / 'dvc_repro.log'}; "
+                             "last lines:\n" + "\n".join(tail))
