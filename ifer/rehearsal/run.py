@@ -262,7 +262,8 @@ def check_checkpoints(work: Path, params: dict, python: Path, env: dict, log=pri
 def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = ".", seed: int = 0,
         python: str | os.PathLike | None = None, log=print) -> dict:
     """Write the rehearsal inputs, run ``dvc repro`` on the ``paper`` profile + ``rehearse`` layer in a scratch
-    copy (eval_fer, analyze_fer and report through ``ifer launch``, 2 at a time), print one line per stage and return ``{"stages": {name: seconds}, "tables": [...], "total_s": ...}``."""
+    copy (eval_fer, analyze_fer and report through ``ifer launch``, 2 at a time), print one line per stage and
+    return ``{"stages": {name: seconds}, "tables": [...], "total_s": ...}``."""
     scratch, repo = Path(scratch).resolve(), Path(repo).resolve()
     python = Path(python or sys.executable)
     t0 = time.perf_counter()
@@ -284,8 +285,9 @@ def run(scratch: str | os.PathLike = ".rehearsal", repo: str | os.PathLike = "."
 
     # Every stage but the last three under `dvc repro` (what a user of one machine runs); then eval_fer and
     # analyze_fer, which both need every FER run and not each other, side by side under `ifer launch --executor
-    # local --parallel 2` (one thread each), then report. At the end of the test command the other xdist worker
-    # is done and one core idles: these two stages are ~30 % of the serial rehearsal (docs/performance.md).
+    # local --parallel 2` (one thread each), then report. They were ~30 % of the serial rehearsal (189 + 253 of
+    # 1476 s on the AVX-512 EPYC): side by side they use a core the other xdist worker leaves idle once it is done
+    # (on the AVX2 EPYC it was still busy then, and the gain was small: docs/performance.md).
     # launch records them in dvc.lock and checks that `dvc status` is clean and `dvc repro` has nothing to run.
     names = list(yaml.safe_load((work / "dvc.yaml").read_text())["stages"])
     head = [s for s in names if s not in LAUNCHED]
